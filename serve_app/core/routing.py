@@ -1,0 +1,97 @@
+"""The routing table: which registry versions of each model take traffic, and how much.
+
+Pure data plus the split decision. The control actor builds tables, every scoring
+replica holds the latest one and asks it which version answers a request. A version
+appears in a table only after the control actor has loaded and checked it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field, replace
+
+SPLIT_BUCKETS = 10_000
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """Traffic for one registered model: its champion and an optional challenger."""
+
+    name: str
+    champion: int
+    features: tuple[str, ...]
+    challenger: int | None = None
+    challenger_weight: float = 0.0  # percent of traffic, 0..100
+    shadow: bool = False  # challenger scores a copy of the traffic, never answers
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.challenger_weight <= 100.0:
+            raise ValueError(f"challenger weight {self.challenger_weight} is not in 0..100")
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """Every version this route may send traffic to (shadow included)."""
+        if self.challenger is None:
+            return (self.champion,)
+        return (self.champion, self.challenger)
+
+    def choose(self, routing_key: str | None = None, rng: random.Random | None = None) -> int:
+        """The version that answers a request.
+
+        With a routing key the choice is sticky: the key hashes to a fixed bucket, and
+        the bucket goes to the challenger while it lies below the weight, so raising
+        the weight only ever moves keys towards the challenger. Without a key the
+        split is random by weight.
+        """
+        if self.challenger is None or self.shadow or self.challenger_weight <= 0.0:
+            return self.champion
+        if routing_key is None:
+            draw = (rng or random).random() * 100.0
+            return self.challenger if draw < self.challenger_weight else self.champion
+        bucket = key_bucket(self.name, routing_key)
+        threshold = self.challenger_weight * SPLIT_BUCKETS / 100.0
+        return self.challenger if bucket < threshold else self.champion
+
+
+def key_bucket(model_name: str, routing_key: str) -> int:
+    """A stable bucket in [0, SPLIT_BUCKETS) for a key, independent per model."""
+    digest = hashlib.blake2b(
+        routing_key.encode(), digest_size=8, key=model_name.encode()[:64]
+    ).digest()
+    return int.from_bytes(digest, "big") % SPLIT_BUCKETS
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """A numbered snapshot of every route; replicas swap whole tables, never edit one."""
+
+    revision: int = 0
+    routes: dict[str, ModelRoute] = field(default_factory=dict)
+    hot: tuple[str, ...] = ()  # models every replica keeps loaded, busiest first
+
+    def get(self, name: str) -> ModelRoute | None:
+        return self.routes.get(name)
+
+    def with_route(self, route: ModelRoute) -> RoutingTable:
+        return replace(self, revision=self.revision + 1, routes={**self.routes, route.name: route})
+
+    def with_hot(self, hot: tuple[str, ...]) -> RoutingTable:
+        return self if hot == self.hot else replace(self, revision=self.revision + 1, hot=hot)
+
+    def without(self, names: set[str]) -> RoutingTable:
+        if not names & self.routes.keys():
+            return self
+        routes = {n: r for n, r in self.routes.items() if n not in names}
+        return replace(self, revision=self.revision + 1, routes=routes)
+
+    def changed_models(self, newer: RoutingTable) -> set[str]:
+        """Names whose routed versions differ between this table and a newer one."""
+        names = self.routes.keys() | newer.routes.keys()
+        return {
+            n
+            for n in names
+            if (r := self.routes.get(n)) is None
+            or (s := newer.routes.get(n)) is None
+            or r.versions != s.versions
+        }

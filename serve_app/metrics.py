@@ -1,0 +1,93 @@
+"""Every metric serve-app exports, defined once.
+
+They are `ray.serve.metrics` objects, so Ray's metrics agent exports them on the node's
+metrics port next to Ray Serve's own families (Prometheus names get a `ray_` prefix).
+Labels are bounded: `model` only ever takes a name from the routing table (anything
+else is `UNKNOWN_MODEL`), `version` a registry version of that model, `outcome` one of
+three words.
+"""
+
+from __future__ import annotations
+
+from ray.serve import metrics
+
+UNKNOWN_MODEL = "_unknown"
+LATENCY_BOUNDARIES_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500]
+LOAD_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+
+def outcome(status: int) -> str:
+    if status < 400:
+        return "ok"
+    return "client_error" if status < 500 else "server_error"
+
+
+class PoolMetrics:
+    """Metrics recorded by scoring replicas."""
+
+    def __init__(self) -> None:
+        self.requests = metrics.Counter(
+            "serve_app_requests",
+            description="Scoring requests by model, version and outcome.",
+            tag_keys=("model", "version", "outcome"),
+        )
+        self.latency = metrics.Histogram(
+            "serve_app_request_latency_ms",
+            description="Scoring latency inside the replica, decode to encode.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=("model", "version"),
+        )
+        self.rows = metrics.Counter(
+            "serve_app_scored_rows",
+            description="Rows scored.",
+            tag_keys=("model", "version"),
+        )
+        self.model_loads = metrics.Counter(
+            "serve_app_model_loads",
+            description="Model versions loaded into a replica.",
+            tag_keys=("model",),
+        )
+        self.model_evictions = metrics.Counter(
+            "serve_app_model_evictions",
+            description="Models evicted from a replica by the multiplexing LRU.",
+            tag_keys=("model",),
+        )
+        self.model_load_seconds = metrics.Histogram(
+            "serve_app_model_load_seconds",
+            description="Time to fetch and open a model version in a replica.",
+            boundaries=LOAD_BOUNDARIES_S,
+            tag_keys=("model",),
+        )
+
+
+class ControllerMetrics:
+    """Metrics recorded by the control actor."""
+
+    def __init__(self) -> None:
+        self.registry_polls = metrics.Counter(
+            "serve_app_registry_polls",
+            description="Registry sweeps by result.",
+            tag_keys=("result",),
+        )
+        self.last_successful_poll = metrics.Gauge(
+            "serve_app_registry_last_success_timestamp_seconds",
+            description="Unix time of the last successful registry sweep.",
+        )
+        self.load_failures = metrics.Counter(
+            "serve_app_model_load_failures",
+            description="Versions that failed to download, load or pass their check.",
+            tag_keys=("model",),
+        )
+        self.served_version = metrics.Gauge(
+            "serve_app_served_version",
+            description="Registry version serving each model, by role.",
+            tag_keys=("model", "role"),
+        )
+        self.challenger_weight = metrics.Gauge(
+            "serve_app_challenger_weight_percent",
+            description="Percent of a model's traffic sent to its challenger.",
+            tag_keys=("model",),
+        )
+        self.models_routed = metrics.Gauge(
+            "serve_app_models_routed", description="Models in the routing table."
+        )

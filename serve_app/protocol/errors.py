@@ -1,0 +1,57 @@
+"""Typed errors, each carrying the HTTP status it maps to.
+
+Messages name the problem (a field, a feature, a shape) but never echo feature values:
+scoring payloads hold card and account data.
+"""
+
+from __future__ import annotations
+
+
+class ServeAppError(Exception):
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ServeAppError):
+    status = 400
+
+
+class Unauthorized(ServeAppError):
+    status = 401
+
+
+class Forbidden(ServeAppError):
+    status = 403
+
+
+class NotFound(ServeAppError):
+    status = 404
+
+
+class MethodNotAllowed(ServeAppError):
+    status = 405
+
+
+class Conflict(ServeAppError):
+    status = 409
+
+
+class PayloadTooLarge(ServeAppError):
+    status = 413
+
+
+class UnsupportedMediaType(ServeAppError):
+    status = 415
+
+
+class InvalidInput(ServeAppError):
+    """Well-formed JSON that does not fit the model's signature."""
+
+    status = 422
+
+
+class NotReady(ServeAppError):
+    status = 503

@@ -1,0 +1,164 @@
+"""Open Inference Protocol (KServe V2) over REST: decode requests, encode answers.
+
+Two input layouts are accepted: one tensor of shape [N, F] (any name that is not a
+feature name), or one input per feature named as in the model signature. Tensors may
+come as JSON `data` or through the binary tensor extension that `tritonclient` uses
+by default (`Inference-Header-Content-Length` plus raw little-endian bytes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from serve_app.protocol import batch as batching
+from serve_app.protocol.errors import BadRequest, InvalidInput
+
+TENSOR_INPUT = "input"
+OUTPUT_NAME = "probability"
+PLATFORM = "onnxruntime_onnx"
+HEADER_LENGTH = "inference-header-content-length"
+
+DATATYPES: dict[str, np.dtype] = {
+    name: np.dtype(dt)
+    for name, dt in {
+        "BOOL": "?",
+        "UINT8": "<u1",
+        "UINT16": "<u2",
+        "UINT32": "<u4",
+        "UINT64": "<u8",
+        "INT8": "<i1",
+        "INT16": "<i2",
+        "INT32": "<i4",
+        "INT64": "<i8",
+        "FP16": "<f2",
+        "FP32": "<f4",
+        "FP64": "<f8",
+    }.items()
+}
+
+
+@dataclass(frozen=True)
+class V2Request:
+    batch: np.ndarray
+    request_id: str | None
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f"malformed JSON: {error.args[0].split(':')[0]}") from None
+
+
+def decode_request(
+    body: bytes, header_length: str | None, features: Sequence[str], max_rows: int
+) -> V2Request:
+    binary = b""
+    if header_length is not None:
+        try:
+            split = int(header_length)
+        except ValueError:
+            raise BadRequest("Inference-Header-Content-Length must be an integer") from None
+        if not 0 <= split <= len(body):
+            raise BadRequest("Inference-Header-Content-Length exceeds the body")
+        body, binary = body[:split], body[split:]
+    payload = parse_json(body)
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object")
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest("'inputs' must be a non-empty list of tensors")
+    tensors = _read_tensors(inputs, binary)
+    request_id = payload.get("id")
+    request_id = str(request_id) if request_id is not None else None
+    if len(tensors) == 1 and next(iter(tensors)) not in features:
+        (tensor,) = tensors.values()
+        return V2Request(batching.check_width(tensor, features, max_rows), request_id)
+    columns = {name: t.reshape(-1) if t.ndim == 2 and t.shape[1] == 1 else t for name, t in tensors.items()}
+    for name, column in columns.items():
+        if column.ndim != 1:
+            raise InvalidInput(f"input '{name}' must have shape [N] or [N, 1]")
+    return V2Request(batching.from_columns(columns, features, max_rows, "inputs"), request_id)
+
+
+def _read_tensors(inputs: list[Any], binary: bytes) -> dict[str, np.ndarray]:
+    tensors: dict[str, np.ndarray] = {}
+    offset = 0
+    for index, spec in enumerate(inputs):
+        if not isinstance(spec, dict):
+            raise BadRequest(f"inputs[{index}] must be an object")
+        name, shape, datatype = spec.get("name"), spec.get("shape"), spec.get("datatype")
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"inputs[{index}] needs a 'name'")
+        if name in tensors:
+            raise BadRequest(f"input '{name}' appears twice")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise BadRequest(f"input '{name}' needs a 'shape' of non-negative integers")
+        if datatype not in DATATYPES:
+            raise InvalidInput(
+                f"input '{name}' has datatype {datatype!r}; expected one of FP32, FP64, INT*, UINT*, BOOL"
+            )
+        size = math.prod(shape)
+        binary_size = (spec.get("parameters") or {}).get("binary_data_size")
+        if binary_size is not None:
+            if not isinstance(binary_size, int) or binary_size < 0:
+                raise BadRequest(f"input '{name}': binary_data_size must be a non-negative integer")
+            chunk = binary[offset : offset + binary_size]
+            offset += binary_size
+            dtype = DATATYPES[datatype]
+            if len(chunk) != binary_size or len(chunk) != size * dtype.itemsize:
+                raise InvalidInput(f"input '{name}': binary data does not match shape {shape}")
+            array = np.frombuffer(chunk, dtype=dtype).astype(np.float32)
+        else:
+            if "data" not in spec:
+                raise BadRequest(f"input '{name}' has no 'data'")
+            array = batching.numeric_array(spec["data"], f"input '{name}'").reshape(-1)
+            if array.size != size:
+                raise InvalidInput(
+                    f"input '{name}' holds {array.size} values but its shape {shape} needs {size}"
+                )
+        tensors[name] = array.reshape(shape)
+    return tensors
+
+
+def encode_response(
+    model: str, version: int, scores: np.ndarray, request_id: str | None
+) -> bytes:
+    answer: dict[str, Any] = {
+        "model_name": model,
+        "model_version": str(version),
+        "outputs": [
+            {
+                "name": OUTPUT_NAME,
+                "datatype": "FP32",
+                "shape": [int(scores.shape[0])],
+                "data": scores.tolist(),
+            }
+        ],
+    }
+    if request_id is not None:
+        answer["id"] = request_id
+    return orjson.dumps(answer)
+
+
+def model_metadata(model: str, versions: Sequence[int], features: Sequence[str]) -> dict[str, Any]:
+    """Metadata from the signature: the [N, F] tensor form, then one input per feature."""
+    return {
+        "name": model,
+        "versions": [str(v) for v in versions],
+        "platform": PLATFORM,
+        "inputs": [{"name": TENSOR_INPUT, "datatype": "FP32", "shape": [-1, len(features)]}],
+        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}],
+        "parameters": {
+            "feature_names": list(features),
+            "per_feature_inputs": [{"name": f, "datatype": "FP32", "shape": [-1]} for f in features],
+        },
+    }

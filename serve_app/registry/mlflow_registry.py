@@ -1,0 +1,191 @@
+"""The MLflow model registry: the only module that imports mlflow.
+
+Registered models, versions and aliases are the source of truth: the control actor
+sweeps them, and the CLI and the demo seeder write them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+import mlflow  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.models import Model, ModelSignature  # noqa: E402
+from mlflow.types import ColSpec, Schema, TensorSpec  # noqa: E402
+
+from serve_app.runtime.onnx import ModelArtifact  # noqa: E402
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+EXPERIMENT = "serve-app"
+ONNX_FILE = "model.onnx"
+EVAL_SET_TAG = "serve_app.eval_set"
+LABEL_COLUMN = "is_fraud"
+PIP_REQUIREMENTS = ["onnx", "onnxruntime"]
+
+
+class RegistryError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RegisteredModelInfo:
+    name: str
+    aliases: dict[str, int] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FetchedVersion:
+    artifact: ModelArtifact
+    input_example: np.ndarray
+
+
+class Registry:
+    def __init__(self, tracking_uri: str, artifacts_dir: Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self._artifacts_dir = artifacts_dir
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    # -- reading ----------------------------------------------------------------
+    def sweep(self, filter_string: str = "") -> dict[str, RegisteredModelInfo]:
+        """Every registered model with its aliases, in one paginated search."""
+        found: dict[str, RegisteredModelInfo] = {}
+        token = None
+        while True:
+            page = self.client.search_registered_models(
+                filter_string=filter_string or None, max_results=1000, page_token=token
+            )
+            for model in page:
+                aliases = {alias: int(version) for alias, version in (model.aliases or {}).items()}
+                found[model.name] = RegisteredModelInfo(model.name, aliases, dict(model.tags or {}))
+            token = page.token
+            if not token:
+                return found
+
+    def versions(self, name: str) -> list[int]:
+        versions = self.client.search_model_versions(f"name = '{name}'")
+        return sorted(int(v.version) for v in versions)
+
+    def fetch(self, name: str, version: int) -> FetchedVersion:
+        """Download one version and read its ONNX graph, signature and input example."""
+        with tempfile.TemporaryDirectory(prefix="serve-app-") as scratch:
+            try:
+                local = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"models:/{name}/{version}", dst_path=scratch
+                    )
+                )
+            except MlflowException as error:
+                if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                    raise KeyError(f"{name} version {version}") from None
+                raise
+            onnx_path = local / ONNX_FILE
+            if not onnx_path.is_file():
+                raise RegistryError(f"{name} v{version} has no {ONNX_FILE}: not an ONNX model")
+            meta = Model.load(str(local))
+            if meta.signature is None:
+                raise RegistryError(f"{name} v{version} was logged without a signature")
+            features = tuple(meta.signature.inputs.input_names())
+            example = meta.load_input_example(str(local))
+            if example is None:
+                raise RegistryError(f"{name} v{version} was logged without an input example")
+            rows = pd.DataFrame(example)[list(features)].to_numpy(dtype=np.float32)
+            artifact = ModelArtifact(name, version, onnx_path.read_bytes(), features)
+            return FetchedVersion(artifact, rows)
+
+    def eval_set(self, name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]] | None:
+        """The model's registered evaluation set: (rows, labels, feature names)."""
+        uri = self.client.get_registered_model(name).tags.get(EVAL_SET_TAG)
+        if not uri:
+            return None
+        with tempfile.TemporaryDirectory(prefix="serve-app-eval-") as scratch:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=scratch)
+            frame = pd.read_csv(path)
+        features = tuple(c for c in frame.columns if c != LABEL_COLUMN)
+        return (
+            frame[list(features)].to_numpy(np.float32),
+            frame[LABEL_COLUMN].to_numpy(),
+            features,
+        )
+
+    # -- writing ----------------------------------------------------------------
+    def register(
+        self,
+        name: str,
+        onnx_bytes: bytes,
+        features: Sequence[str],
+        example: np.ndarray,
+        *,
+        alias: str | None = None,
+        eval_set: pd.DataFrame | None = None,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> int:
+        """Log an ONNX model with signature and input example, register it, set the alias."""
+        import onnx  # the registry is the one writer of ONNX models into MLflow
+
+        signature = ModelSignature(
+            inputs=Schema([ColSpec("float", f) for f in features]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,), "probability")]),
+        )
+        input_example = pd.DataFrame(np.asarray(example, np.float32), columns=list(features))
+        mlflow.set_experiment(self._experiment())
+        with mlflow.start_run(run_name=name) as run:
+            if eval_set is not None:
+                with tempfile.TemporaryDirectory() as scratch:
+                    path = Path(scratch) / "eval.csv"
+                    eval_set.to_csv(path, index=False)
+                    mlflow.log_artifact(str(path), artifact_path="evaluation")
+            if metrics:
+                mlflow.log_metrics(metrics)
+            info = mlflow.onnx.log_model(
+                onnx.load_from_string(onnx_bytes),
+                name="model",
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=PIP_REQUIREMENTS,
+                onnx_execution_providers=["CPUExecutionProvider"],
+                registered_model_name=name,
+            )
+        version = int(info.registered_model_version)
+        for key, value in (tags or {}).items():
+            self.client.set_model_version_tag(name, str(version), key, value)
+        if eval_set is not None:
+            self.client.set_registered_model_tag(
+                name, EVAL_SET_TAG, f"runs:/{run.info.run_id}/evaluation/eval.csv"
+            )
+        if alias:
+            self.set_alias(name, alias, version)
+        return version
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        self.client.set_registered_model_alias(name, alias, str(version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.client.delete_registered_model_alias(name, alias)
+
+    def tag_version(self, name: str, version: int, key: str, value: str) -> None:
+        self.client.set_model_version_tag(name, str(version), key, value)
+
+    def _experiment(self) -> str:
+        if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+            location = self._artifacts_dir.resolve().as_uri() if self._artifacts_dir else None
+            mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+        return EXPERIMENT

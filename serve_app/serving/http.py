@@ -1,0 +1,61 @@
+"""The HTTP surface: which handler answers a method and path.
+
+A table of patterns instead of a web framework: on the scoring hot path a framework's
+routing, validation and dependency layers cost more than scoring a tree model does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from serve_app.protocol.errors import MethodNotAllowed, NotFound
+
+_NAME = r"(?P<name>[^/]+)"
+_VERSION = r"(?:/versions/(?P<version>[^/]+))?"
+
+ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
+    (method, handler, re.compile(pattern + r"/?\Z"))
+    for method, handler, pattern in (
+        ("POST", "v2_infer", rf"/v2/models/{_NAME}{_VERSION}/infer"),
+        ("POST", "mlflow_invocations", rf"/models/{_NAME}{_VERSION}/invocations"),
+        ("GET", "v2_model_ready", rf"/v2/models/{_NAME}{_VERSION}/ready"),
+        ("GET", "v2_model_metadata", rf"/v2/models/{_NAME}{_VERSION}"),
+        ("GET", "live", r"/v2/health/live"),
+        ("GET", "ready", r"/v2/health/ready"),
+        ("GET", "v2_server_metadata", r"/v2"),
+        ("GET", "admin_models", r"/admin/models"),
+        ("GET", "admin_history", rf"/admin/models/{_NAME}/history"),
+    )
+)
+
+
+@dataclass(frozen=True)
+class Match:
+    handler: str
+    name: str | None = None
+    version: str | None = None
+
+
+def match(method: str, path: str) -> Match:
+    allowed = False
+    for route_method, handler, pattern in ROUTES:
+        found = pattern.match(path)
+        if found is None:
+            continue
+        if route_method != method:
+            allowed = True
+            continue
+        groups = found.groupdict()
+        return Match(handler, groups.get("name"), groups.get("version"))
+    if allowed:
+        raise MethodNotAllowed(f"{method} is not allowed on {path}")
+    raise NotFound(f"no endpoint at {path}")
+
+
+def parse_version(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise NotFound(f"version '{raw[:32]}' is not a registry version number")
+    return int(raw)

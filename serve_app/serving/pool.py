@@ -1,0 +1,286 @@
+"""The scoring pool: an autoscaling Serve deployment that is also the HTTP ingress.
+
+Each replica answers HTTP itself, chooses the version from its copy of the routing
+table and scores in process, so a request costs one hop (proxy → replica). Models
+are multiplexed by name with Serve's `@serve.multiplexed` (LRU per replica); the unit
+loaded is a model's routed versions together, which keeps the proxy's affinity header
+(`serve_multiplexed_model_id: <model name>`) meaningful while canaries run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import orjson
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serve_app.core.routing import RoutingTable
+from serve_app.metrics import UNKNOWN_MODEL, PoolMetrics, outcome
+from serve_app.protocol import mlflow_scoring, v2
+from serve_app.protocol.errors import (
+    Conflict,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    ServeAppError,
+)
+from serve_app.runtime.onnx import ModelArtifact, OnnxModel
+from serve_app.serving import http
+from serve_app.settings import AppSettings
+
+logger = logging.getLogger("ray.serve")
+
+SYNC_WAIT_S = 5.0
+JSON = "application/json"
+THREAD_ROWS = 2_048  # larger batches score off the event loop
+PINNED_VERSIONS = 2
+
+Fetch = Callable[[str, int], Awaitable[ModelArtifact]]
+
+
+class ModelVersions:
+    """The versions of one model open in this replica: the multiplexed unit."""
+
+    def __init__(self, name: str, fetch: Fetch, on_evict: Callable[[str], None]) -> None:
+        self.name = name
+        self._fetch = fetch
+        self._on_evict = on_evict
+        self._open: dict[int, OnnxModel] = {}
+        self._pinned: list[int] = []
+
+    async def get(self, version: int) -> OnnxModel:
+        model = self._open.get(version)
+        if model is None:
+            artifact = await self._fetch(self.name, version)
+            model = self._open.setdefault(version, await asyncio.to_thread(OnnxModel, artifact))
+        return model
+
+    async def get_pinned(self, version: int, routed: tuple[int, ...]) -> OnnxModel:
+        if version not in routed and version not in self._pinned:
+            self._pinned = [*self._pinned, version][-PINNED_VERSIONS:]
+            self.retain(routed)
+        return await self.get(version)
+
+    def retain(self, routed: tuple[int, ...]) -> None:
+        keep = set(routed) | set(self._pinned)
+        self._open = {v: m for v, m in self._open.items() if v in keep}
+
+    def __del__(self) -> None:  # Serve's multiplexing LRU calls this on eviction
+        if self._open:
+            self._open = {}
+            self._on_evict(self.name)
+
+
+@serve.deployment
+class ScoringPool:
+    def __init__(self, controller: DeploymentHandle) -> None:
+        self._controller = controller
+        self._settings = AppSettings()
+        self._table = RoutingTable()
+        self._loaded: dict[str, ModelVersions] = {}
+        self._traffic: Counter[str] = Counter()
+        self._metrics = PoolMetrics()
+        self._replica_id = serve.get_replica_context().replica_id.unique_id
+        self._load_model: Callable[[str], Awaitable[ModelVersions]] | None = None
+        self._sync_task: asyncio.Task | None = None
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        self._settings = AppSettings.model_validate(config)
+        if self._load_model is None:  # the LRU bound is fixed for a replica's life
+
+            async def open_model(name: str) -> ModelVersions:  # Serve caches its LRU on it
+                return await self._open_model(name)
+
+            self._load_model = serve.multiplexed(
+                max_num_models_per_replica=self._settings.pool.max_models_per_replica
+            )(open_model)
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
+
+    # -- models -------------------------------------------------------------------
+    async def _open_model(self, name: str) -> ModelVersions:
+        started = time.perf_counter()
+        bundle = ModelVersions(name, self._fetch, self._evicted)
+        route = self._table.get(name)
+        for version in route.versions if route else ():
+            await bundle.get(version)
+        self._loaded[name] = bundle
+        self._metrics.model_loads.inc(tags={"model": name})
+        self._metrics.model_load_seconds.observe(time.perf_counter() - started, tags={"model": name})
+        return bundle
+
+    def _evicted(self, name: str) -> None:
+        self._loaded.pop(name, None)
+        self._metrics.model_evictions.inc(tags={"model": name})
+
+    async def _fetch(self, name: str, version: int) -> ModelArtifact:
+        found = await self._controller.artifact.remote(name, version)
+        if found is None:
+            raise NotFound(f"model '{name}' has no version {version}")
+        if isinstance(found, str):
+            raise Conflict(f"version {version} of model '{name}' failed its load check")
+        return found
+
+    # -- routing table --------------------------------------------------------------
+    async def _sync_forever(self) -> None:
+        while True:
+            try:
+                traffic, self._traffic = dict(self._traffic), Counter()
+                table = await self._controller.sync.remote(
+                    self._replica_id, list(self._loaded), traffic, self._table.revision, SYNC_WAIT_S
+                )
+                if table is not None:
+                    await self._adopt(table)
+            except Exception as error:  # the controller is restarting: keep the old table
+                logger.warning("routing table sync failed: %s", error)
+                await asyncio.sleep(1.0)
+
+    async def _adopt(self, table: RoutingTable) -> None:
+        """Open the new versions of loaded models first, then switch tables at once."""
+        changed = self._table.changed_models(table) & self._loaded.keys()
+        for name in changed:
+            route = table.get(name)
+            for version in route.versions if route else ():
+                try:
+                    await self._loaded[name].get(version)
+                except Exception as error:
+                    logger.warning("pre-loading %s v%s failed: %s", name, version, error)
+        self._table = table
+        for name in changed:
+            if (route := table.get(name)) is not None and name in self._loaded:
+                self._loaded[name].retain(route.versions)
+        for name in table.hot:
+            if name not in self._loaded:
+                try:
+                    await self._load_model(name)
+                except Exception as error:
+                    logger.warning("pre-loading hot model %s failed: %s", name, error)
+
+    # -- HTTP -------------------------------------------------------------------------
+    async def __call__(self, request: Request) -> Response:
+        try:
+            found = http.match(request.method, request.url.path)
+            handler = getattr(self, "_" + found.handler)
+            return await handler(request, found)
+        except ServeAppError as error:
+            return _error(error.status, error.message)
+        except Exception:
+            logger.exception("unexpected error on %s %s", request.method, request.url.path)
+            return _error(500, "internal error")
+
+    async def _score(self, request: Request, found: http.Match, protocol: str) -> Response:
+        started = time.perf_counter()
+        name = found.name or ""
+        route = self._table.get(name)
+        model_label, version = (name if route else UNKNOWN_MODEL), None
+        try:
+            if route is None:
+                raise NotReady("the routing table is not loaded yet") if not self._table.revision \
+                    else NotFound(f"model '{name}' is not served")
+            body = await self._read_body(request)
+            pinned = http.parse_version(found.version)
+            bundle = await self._load_model(name)
+            if pinned is None:
+                version = route.choose(request.headers.get("x-routing-key"))
+                model = await bundle.get(version)
+            else:
+                version = pinned
+                model = await bundle.get_pinned(pinned, route.versions)
+            limit = self._settings.limits.max_rows
+            if protocol == "v2":
+                decoded = v2.decode_request(
+                    body, request.headers.get(v2.HEADER_LENGTH), model.features, limit
+                )
+                scores = await self._predict(model, decoded.batch)
+                payload = v2.encode_response(name, version, scores, decoded.request_id)
+            else:
+                batch = mlflow_scoring.decode_request(body, model.features, limit)
+                scores = await self._predict(model, batch)
+                payload = mlflow_scoring.encode_response(scores)
+            status = 200
+        except ServeAppError as error:
+            status, payload = error.status, _error_body(error.message)
+        self._traffic[name] += route is not None
+        tags = {"model": model_label, "version": str(version or "")}
+        self._metrics.requests.inc(tags={**tags, "outcome": outcome(status)})
+        self._metrics.latency.observe((time.perf_counter() - started) * 1000.0, tags=tags)
+        headers = {"x-model-name": name, "x-model-version": str(version)} if status == 200 else None
+        return Response(payload, status_code=status, media_type=JSON, headers=headers)
+
+    async def _predict(self, model: OnnxModel, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[0] > THREAD_ROWS:
+            return await asyncio.to_thread(model.predict, batch)
+        return model.predict(batch)
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self._settings.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+        body = await request.body()
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+        return body
+
+    async def _v2_infer(self, request: Request, found: http.Match) -> Response:
+        return await self._score(request, found, "v2")
+
+    async def _mlflow_invocations(self, request: Request, found: http.Match) -> Response:
+        return await self._score(request, found, "mlflow")
+
+    async def _live(self, request: Request, found: http.Match) -> Response:
+        return _json({"live": True})
+
+    async def _ready(self, request: Request, found: http.Match) -> Response:
+        if not self._table.revision:
+            raise NotReady("the routing table is not loaded yet")
+        return _json({"ready": True, "models": len(self._table.routes)})
+
+    async def _v2_server_metadata(self, request: Request, found: http.Match) -> Response:
+        return _json({"name": "serve-app", "version": "0.1.0", "extensions": ["binary_tensor_data"]})
+
+    async def _v2_model_metadata(self, request: Request, found: http.Match) -> Response:
+        route, version = self._route_and_version(found)
+        features = route.features
+        if version not in route.versions:
+            features = (await self._fetch(route.name, version)).features
+        return _json(v2.model_metadata(route.name, [version], features))
+
+    async def _v2_model_ready(self, request: Request, found: http.Match) -> Response:
+        route, version = self._route_and_version(found)
+        if version not in route.versions:
+            await self._fetch(route.name, version)
+        return _json({"name": route.name, "version": str(version), "ready": True})
+
+    def _route_and_version(self, found: http.Match):
+        route = self._table.get(found.name or "")
+        if route is None:
+            raise NotFound(f"model '{found.name}' is not served")
+        version = http.parse_version(found.version)
+        return route, route.champion if version is None else version
+
+    async def _admin_models(self, request: Request, found: http.Match) -> Response:
+        return _json(await self._controller.status.remote())
+
+    async def _admin_history(self, request: Request, found: http.Match) -> Response:
+        return _json({"model": found.name, "events": await self._controller.history.remote(found.name)})
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS), status_code=status, media_type=JSON)
+
+
+def _error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(_error_body(message), status_code=status, media_type=JSON)

@@ -1,0 +1,90 @@
+"""One settings schema for the config file, the Serve `user_config` and the CLI.
+
+`configs/serve_config.yaml` passes these fields as the application's `args`; the
+builder validates them here, derives the deployments' options from them and hands
+the same validated dict to every replica as its `user_config`, so a `serve deploy`
+that only changes settings reconfigures replicas in place instead of restarting them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_HOME = "./.serve-app"
+HOME_ENV = "SERVE_APP_HOME"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+APP_NAME = "serve-app"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoolSettings(_Strict):
+    """The scoring pool: the ingress deployment that also hosts the models."""
+
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0)
+    max_ongoing_requests: int = Field(64, ge=1)
+    upscale_delay_s: float = Field(10.0, ge=0)
+    downscale_delay_s: float = Field(120.0, ge=0)
+    num_cpus: float = Field(0.5, gt=0)
+    max_models_per_replica: int = Field(
+        128, ge=1, description="LRU bound of Serve's model multiplexing, per replica."
+    )
+    preload_top_k: int = Field(
+        10, ge=0, description="Models loaded on every replica at start, busiest first."
+    )
+
+
+class RegistrySettings(_Strict):
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking/registry URI; default: $MLFLOW_TRACKING_URI, "
+        "else sqlite in the home folder.",
+    )
+    model_filter: str = Field(
+        "", description="`search_registered_models` filter selecting the served models."
+    )
+    poll_interval_s: float = Field(2.0, gt=0)
+    download_workers: int = Field(4, ge=1)
+
+
+class LimitSettings(_Strict):
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_rows: int = Field(100_000, ge=1)
+
+
+class AppSettings(_Strict):
+    home: str = Field(DEFAULT_HOME, description=f"State folder; env ${HOME_ENV} wins.")
+    http_port: int = Field(8000, ge=1, le=65535)
+    pool: PoolSettings = PoolSettings()
+    registry: RegistrySettings = RegistrySettings()
+    limits: LimitSettings = LimitSettings()
+
+    @field_validator("pool")
+    @classmethod
+    def _replica_bounds(cls, pool: PoolSettings) -> PoolSettings:
+        if pool.max_replicas < pool.min_replicas:
+            raise ValueError("pool.max_replicas must be >= pool.min_replicas")
+        return pool
+
+    def resolved(self) -> AppSettings:
+        """Pin the home folder and registry URI to absolute values.
+
+        Done once, where the app is built, so that every replica (whatever its
+        working directory) reads the same registry.
+        """
+        home = Path(os.environ.get(HOME_ENV) or self.home).expanduser().resolve()
+        uri = self.registry.tracking_uri or os.environ.get(TRACKING_URI_ENV)
+        uri = uri or f"sqlite:///{home / 'mlflow.db'}"
+        registry = self.registry.model_copy(update={"tracking_uri": uri})
+        return self.model_copy(update={"home": str(home), "registry": registry})
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return Path(self.home) / "artifacts"
