@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -61,7 +62,6 @@ class LimitSettings(_Strict):
 
 class AppSettings(_Strict):
     home: str = Field(DEFAULT_HOME, description=f"State folder; env ${HOME_ENV} wins.")
-    http_port: int = Field(8000, ge=1, le=65535)
     pool: PoolSettings = PoolSettings()
     registry: RegistrySettings = RegistrySettings()
     limits: LimitSettings = LimitSettings()
@@ -84,6 +84,14 @@ class AppSettings(_Strict):
         uri = uri or f"sqlite:///{home / 'mlflow.db'}"
         registry = self.registry.model_copy(update={"tracking_uri": uri})
         return self.model_copy(update={"home": str(home), "registry": registry})
+
+    @classmethod
+    def from_serve_config(cls, document: dict[str, Any]) -> AppSettings:
+        """The `args` of serve-app's application in a Serve config document."""
+        apps = [a for a in document.get("applications", []) if a.get("name") == APP_NAME]
+        if not apps:
+            raise ValueError(f"the Serve config has no application named {APP_NAME!r}")
+        return cls.model_validate(apps[0].get("args") or {})
 
     @property
     def artifacts_dir(self) -> Path:

@@ -162,7 +162,7 @@ class Controller:
         self, replica: str, loaded: list[str], traffic: dict[str, int], revision: int, wait_s: float
     ) -> RoutingTable | None:
         """Long poll: the current table once it is newer than `revision`, else None."""
-        self._replicas[replica] = {"loaded": sorted(loaded), "seen": time.time()}
+        self.report_loaded(replica, loaded)
         self._traffic.update(traffic)
         if self._table.revision == revision:
             changed = self._table_changed
@@ -171,6 +171,9 @@ class Controller:
             except TimeoutError:
                 return None
         return self._table
+
+    def report_loaded(self, replica: str, loaded: list[str]) -> None:
+        self._replicas[replica] = {"loaded": sorted(loaded), "seen": time.time()}
 
     async def artifact(self, name: str, version: int) -> ModelArtifact | str | None:
         """A checked version's bytes; None if it does not exist, a reason if it is unusable."""

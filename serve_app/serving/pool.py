@@ -113,13 +113,18 @@ class ScoringPool:
         for version in route.versions if route else ():
             await bundle.get(version)
         self._loaded[name] = bundle
+        self._report_loaded()
         self._metrics.model_loads.inc(tags={"model": name})
         self._metrics.model_load_seconds.observe(time.perf_counter() - started, tags={"model": name})
         return bundle
 
     def _evicted(self, name: str) -> None:
-        self._loaded.pop(name, None)
+        self._loaded.pop(name, None)  # runs in an executor thread: the next load reports it
         self._metrics.model_evictions.inc(tags={"model": name})
+
+    def _report_loaded(self) -> None:
+        """Tell the controller at once (fire and forget), so placement in status is fresh."""
+        self._controller.report_loaded.remote(self._replica_id, list(self._loaded))
 
     async def _fetch(self, name: str, version: int) -> ModelArtifact:
         found = await self._controller.artifact.remote(name, version)

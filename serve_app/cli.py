@@ -1,0 +1,234 @@
+"""`serve-app`: run the service, look at it, and register models into it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from serve_app.settings import APP_NAME, AppSettings
+
+DEFAULT_CONFIG = Path("configs/serve_config.yaml")
+DEFAULT_URL = "http://127.0.0.1:8000"
+READY_TIMEOUT_S = 180
+
+
+def _load_config(path: Path | None) -> dict[str, Any]:
+    path = path or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    if path is None:
+        return {"applications": [{"name": APP_NAME, "args": {}}]}
+    return yaml.safe_load(path.read_text())
+
+
+def _settings(args: argparse.Namespace) -> AppSettings:
+    settings = AppSettings.from_serve_config(_load_config(args.config))
+    if args.home:
+        os.environ["SERVE_APP_HOME"] = str(args.home)
+    return settings.resolved()
+
+
+def _registry(settings: AppSettings):
+    from serve_app.registry.mlflow_registry import Registry
+
+    Path(settings.home).mkdir(parents=True, exist_ok=True)
+    return Registry(settings.registry.tracking_uri or "", settings.artifacts_dir)
+
+
+def _get_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
+        return json.loads(answer.read())
+
+
+# -- up -------------------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    document = _load_config(args.config)
+    http_options = {**(document.get("http_options") or {}), **({"port": args.port} if args.port else {})}
+    host, port = http_options.get("host", "127.0.0.1"), int(http_options.get("port", 8000))
+    print(f"serve-app home: {settings.home}\nregistry: {settings.registry.tracking_uri}")
+    registry = _registry(settings)
+    if not args.no_seed and not registry.sweep(settings.registry.model_filter):
+        from serve_app.registry.seed import DEMO_MODELS, seed_demo_models
+
+        print(f"seeding {len(DEMO_MODELS)} demo fraud models (first run only) ...")
+        started = time.perf_counter()
+        seed_demo_models(registry)
+        print(f"seeded in {time.perf_counter() - started:.1f} s")
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+    from ray import serve
+
+    from serve_app.serving.app import build_app
+
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    print(f"starting Ray ({'local cluster' if address == 'local' else address}) ...")
+    ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        print("deploying the Serve application ...")
+        serve.run(build_app(settings.model_dump()), name=APP_NAME, route_prefix="/")
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        models = _wait_ready(url)
+        print(f"\nserve-app is ready: {models} models at {url}")
+        _print_examples(url, registry, settings)
+        print("\nCtrl-C to stop.")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nshutting down ...")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+def _wait_ready(url: str) -> int:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        try:
+            return int(_get_json(f"{url}/v2/health/ready")["models"])
+        except (urllib.error.URLError, OSError, KeyError, ValueError):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"serve-app did not become ready within {READY_TIMEOUT_S} s")
+            time.sleep(0.5)
+
+
+def _print_examples(url: str, registry, settings: AppSettings) -> None:
+    from serve_app.registry.mlflow_registry import CHAMPION
+
+    names = sorted(
+        n for n, info in registry.sweep(settings.registry.model_filter).items() if CHAMPION in info.aliases
+    )
+    if not names:
+        return
+    name = next((n for n in names if n == "fraud-card-eu"), names[0])
+    fetched = registry.fetch(name, registry.sweep(f"name = '{name}'")[name].aliases[CHAMPION])
+    row = [round(float(x), 4) for x in fetched.input_example[0]]
+    v2_body = {"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}]}
+    records = {"dataframe_records": [dict(zip(fetched.artifact.features, row, strict=True))]}
+    print("\nscore a transaction (Open Inference Protocol V2):")
+    print(f"  curl -s {url}/v2/models/{name}/infer -H 'content-type: application/json' \\\n"
+          f"    -d '{json.dumps(v2_body)}'")
+    print("or with MLflow's scoring format:")
+    print(f"  curl -s {url}/models/{name}/invocations -H 'content-type: application/json' \\\n"
+          f"    -d '{json.dumps(records)}'")
+    print(f"models, versions and what is loaded: curl -s {url}/admin/models")
+
+
+# -- status ------------------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        status = _get_json(f"{args.url}/admin/models")
+    except (urllib.error.URLError, OSError) as error:
+        settings = _settings(args)
+        models = _registry(settings).sweep(settings.registry.model_filter)
+        status = {
+            "service": f"not reachable at {args.url} ({error})",
+            "registry_uri": settings.registry.tracking_uri,
+            "models": {n: {"aliases": info.aliases, "serving": None} for n, info in models.items()},
+        }
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"registry: {status.get('registry_uri')}")
+    if "service" in status:
+        print(f"service: {status['service']}")
+    else:
+        print(f"replicas: {', '.join(status['replicas']) or 'none'}; last poll: {status['last_poll']}")
+    print(f"{'model':<24} {'aliases':<28} {'serving':<26} loaded on")
+    for name, model in status["models"].items():
+        aliases = " ".join(f"@{a}=v{v}" for a, v in sorted(model["aliases"].items()))
+        serving = model.get("serving")
+        served = "-" if not serving else f"v{serving['champion']}" + (
+            f" + v{serving['challenger']} at {serving['challenger_weight']:g}%"
+            if serving.get("challenger") else ""
+        )
+        loaded = len(model.get("loaded_on", []))
+        print(f"{name:<24} {aliases:<28} {served:<26} {loaded} replica(s)")
+    return 0
+
+
+# -- register -----------------------------------------------------------------------------
+def cmd_register(args: argparse.Namespace) -> int:
+    from serve_app.registry.register import RegistrationError, register_file
+
+    settings = _settings(args)
+    try:
+        version = register_file(
+            _registry(settings), args.model_file, args.name, alias=args.alias, eval_set=args.eval_set
+        )
+    except RegistrationError as error:
+        print(f"refused: {error}", file=sys.stderr)
+        return 2
+    alias = f" and set @{args.alias}" if args.alias else ""
+    print(f"registered {args.name} version {version}{alias}")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from serve_app.registry.seed import DEMO_MODELS, seed_demo_models
+
+    seeded = seed_demo_models(_registry(_settings(args)), count=args.count or len(DEMO_MODELS))
+    print(f"seeded {len(seeded)} model(s)")
+    return 0
+
+
+def cmd_k8s(args: argparse.Namespace) -> int:
+    from serve_app import k8s
+
+    return k8s.main(["--check"] if args.check else [])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="serve-app", description=__doc__)
+    parser.add_argument("--config", type=Path, help=f"Serve config file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--home", type=Path, help="state folder (default ./.serve-app)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="seed on first run, start Ray and serve until Ctrl-C")
+    up.add_argument("--port", type=int, help="HTTP port (default from the config file: 8000)")
+    up.add_argument("--no-seed", action="store_true", help="never seed demo models")
+    up.set_defaults(func=cmd_up)
+
+    status = commands.add_parser("status", help="models, versions, aliases, weights, loaded")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--url", default=DEFAULT_URL)
+    status.set_defaults(func=cmd_status)
+
+    register = commands.add_parser("register", help="register a LightGBM or ONNX model file")
+    register.add_argument("model_file", type=Path)
+    register.add_argument("--name", required=True)
+    register.add_argument("--alias", choices=["champion", "challenger"])
+    register.add_argument("--eval-set", type=Path, help="CSV of features plus is_fraud")
+    register.set_defaults(func=cmd_register)
+
+    seed = commands.add_parser("seed", help="register the demo models the registry lacks")
+    seed.add_argument("--count", type=int)
+    seed.set_defaults(func=cmd_seed)
+
+    k8s = commands.add_parser("k8s", help="Kubernetes manifests")
+    k8s_commands = k8s.add_subparsers(dest="k8s_command", required=True)
+    render = k8s_commands.add_parser("render", help="render the RayService from the config")
+    render.add_argument("--check", action="store_true", help="fail if the committed file drifted")
+    render.set_defaults(func=cmd_k8s)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

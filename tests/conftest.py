@@ -1,0 +1,82 @@
+"""Shared fixtures. One Ray cluster and one seeded registry serve the whole session."""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+TEST_HTTP_PORT = 8123  # outside Ray's worker port range (10002-19999)
+POLL_INTERVAL_S = 0.5
+
+
+@dataclass
+class Service:
+    url: str
+    home: Path
+    registry: object  # serve_app.registry.mlflow_registry.Registry
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def seeded_home(tmp_path_factory) -> Path:
+    from serve_app.registry.mlflow_registry import Registry
+    from serve_app.registry.seed import seed_demo_models
+
+    home = tmp_path_factory.mktemp("serve-app-home")
+    registry = Registry(f"sqlite:///{home / 'mlflow.db'}", home / "artifacts")
+    seed_demo_models(registry, progress=lambda line: None)
+    return home
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    import ray
+
+    ray.init(address="local", include_dashboard=False, num_cpus=2, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def service(seeded_home: Path, ray_cluster) -> Iterator[Service]:
+    from ray import serve
+
+    from serve_app.registry.mlflow_registry import Registry
+    from serve_app.serving.app import build_app
+    from serve_app.settings import APP_NAME
+
+    serve.start(http_options={"host": "127.0.0.1", "port": TEST_HTTP_PORT})
+    args = {"home": str(seeded_home), "registry": {"poll_interval_s": POLL_INTERVAL_S}}
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/")
+    url = f"http://127.0.0.1:{TEST_HTTP_PORT}"
+    wait_until(lambda: http_ready(url), timeout=120, what="the service to be ready")
+    registry = Registry(f"sqlite:///{seeded_home / 'mlflow.db'}", seeded_home / "artifacts")
+    yield Service(url, seeded_home, registry)
+    serve.shutdown()

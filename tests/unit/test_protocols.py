@@ -1,0 +1,150 @@
+import numpy as np
+import orjson
+import pytest
+
+from serve_app.protocol import mlflow_scoring, v2
+from serve_app.protocol.errors import BadRequest, InvalidInput, MethodNotAllowed, NotFound
+from serve_app.serving import http
+
+FEATURES = ("amount", "hour", "merchant_risk")
+ROW = [120.0, 3.0, 0.4]
+
+
+def v2_body(inputs, **extra) -> bytes:
+    return orjson.dumps({"inputs": inputs, **extra})
+
+
+def decode_v2(body: bytes, header=None):
+    return v2.decode_request(body, header, FEATURES, max_rows=100)
+
+
+def test_v2_single_tensor_nested_and_flat():
+    for data in (ROW, [ROW]):
+        got = decode_v2(v2_body([{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": data}]))
+        np.testing.assert_allclose(got.batch, [ROW])
+        assert got.batch.dtype == np.float32
+
+
+def test_v2_named_inputs_in_any_order_and_request_id():
+    inputs = [
+        {"name": "hour", "shape": [2], "datatype": "INT64", "data": [3, 4]},
+        {"name": "amount", "shape": [2, 1], "datatype": "FP64", "data": [1.5, 2.5]},
+        {"name": "merchant_risk", "shape": [2], "datatype": "FP32", "data": [0.1, 0.2]},
+    ]
+    got = decode_v2(v2_body(inputs, id="r-1"))
+    np.testing.assert_allclose(got.batch, [[1.5, 3, 0.1], [2.5, 4, 0.2]], rtol=1e-6)
+    assert got.request_id == "r-1"
+
+
+def test_v2_binary_tensor_extension():
+    tensor = np.array([ROW, ROW], dtype=np.float32)
+    header = orjson.dumps({"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP32",
+                                       "parameters": {"binary_data_size": tensor.nbytes}}]})
+    got = decode_v2(header + tensor.tobytes(), str(len(header)))
+    np.testing.assert_allclose(got.batch, tensor)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "error", "words"),
+    [
+        ([{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}], InvalidInput, "expected 3 features"),
+        ([{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2]}], InvalidInput, "needs 3"),
+        ([{"name": "input", "shape": [1, 3], "datatype": "BYTES", "data": ["a", "b", "c"]}], InvalidInput, "datatype"),
+        ([{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": ["a", "b", "c"]}], InvalidInput, "only numbers"),
+        ([{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [[1, 2], [3]]}], InvalidInput, "ragged"),
+        ([{"name": "input", "shape": [1, 1, 3], "datatype": "FP32", "data": ROW}], InvalidInput, "2-D"),
+        ([{"name": "amount", "shape": [1], "datatype": "FP32", "data": [1]},
+          {"name": "hour", "shape": [1], "datatype": "FP32", "data": [1]}], InvalidInput, "missing feature(s): merchant_risk"),
+        ([{"name": "input", "shape": [1, 3], "datatype": "FP32"}], BadRequest, "no 'data'"),
+        ([{"name": "input", "shape": "1x3", "datatype": "FP32", "data": ROW}], BadRequest, "shape"),
+        (["nope"], BadRequest, "must be an object"),
+        ([], BadRequest, "non-empty"),
+    ],
+)
+def test_v2_bad_inputs_name_the_problem(inputs, error, words):
+    with pytest.raises(error, match=None) as caught:
+        decode_v2(v2_body(inputs))
+    assert words in caught.value.message
+    assert "0.4" not in caught.value.message  # feature values are never echoed
+
+
+def test_v2_malformed_json_and_bad_header():
+    with pytest.raises(BadRequest, match="malformed JSON"):
+        decode_v2(b"{not json")
+    with pytest.raises(BadRequest, match="JSON object"):
+        decode_v2(b"[1, 2]")
+    with pytest.raises(BadRequest, match="exceeds the body"):
+        decode_v2(b"{}", "99")
+
+
+def test_v2_row_limit():
+    data = [ROW] * 101
+    with pytest.raises(InvalidInput, match="exceed the limit of 100"):
+        decode_v2(v2_body([{"name": "input", "shape": [101, 3], "datatype": "FP32", "data": data}]))
+
+
+def test_v2_response_and_metadata():
+    answer = orjson.loads(v2.encode_response("m", 3, np.array([0.25], np.float32), "id-9"))
+    assert answer["model_version"] == "3" and answer["id"] == "id-9"
+    assert answer["outputs"][0]["data"] == [0.25] and answer["outputs"][0]["shape"] == [1]
+    meta = v2.model_metadata("m", [3], FEATURES)
+    assert meta["inputs"][0]["shape"] == [-1, 3]
+    assert meta["parameters"]["feature_names"] == list(FEATURES)
+
+
+def decode_mlflow(payload) -> np.ndarray:
+    return mlflow_scoring.decode_request(orjson.dumps(payload), FEATURES, max_rows=100)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"dataframe_split": {"columns": list(FEATURES), "data": [ROW]}},
+        {"dataframe_split": {"columns": ["hour", "amount", "merchant_risk"], "data": [[3, 120, 0.4]]}},
+        {"dataframe_split": {"data": [ROW]}},
+        {"dataframe_records": [dict(zip(FEATURES, ROW, strict=True))]},
+        {"instances": [ROW]},
+        {"instances": [dict(zip(FEATURES, ROW, strict=True))]},
+        {"inputs": [ROW]},
+        {"inputs": {f: [v] for f, v in zip(FEATURES, ROW, strict=True)}},
+        {"inputs": [ROW], "params": {}},
+    ],
+)
+def test_mlflow_formats_decode_to_the_same_batch(payload):
+    np.testing.assert_allclose(decode_mlflow(payload), [ROW], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "words"),
+    [
+        ({"instances": [ROW], "inputs": [ROW]}, BadRequest, "exactly one"),
+        ({}, BadRequest, "exactly one"),
+        ({"data": [ROW]}, BadRequest, "unknown field"),
+        ({"dataframe_records": [{"amount": 1, "hour": 2}]}, InvalidInput, "missing feature(s): merchant_risk"),
+        ({"dataframe_records": [{**dict(zip(FEATURES, ROW, strict=True)), "zip": 1}]}, InvalidInput, "unknown feature(s): zip"),
+        ({"dataframe_split": {"columns": ["amount"], "data": [[1, 2, 3]]}}, InvalidInput, "one per column"),
+        ({"instances": [[1, 2]]}, InvalidInput, "expected 3 features"),
+        ({"instances": "abc"}, InvalidInput, "list of rows"),
+        ({"inputs": {"amount": [1, 2], "hour": [1], "merchant_risk": [1, 2]}}, InvalidInput, "same number"),
+        ({"dataframe_records": []}, InvalidInput, "no rows"),
+    ],
+)
+def test_mlflow_bad_inputs(payload, error, words):
+    with pytest.raises(error) as caught:
+        decode_mlflow(payload)
+    assert words in caught.value.message
+
+
+def test_http_routes():
+    assert http.match("POST", "/v2/models/m/infer") == http.Match("v2_infer", "m")
+    assert http.match("POST", "/v2/models/m/versions/3/infer") == http.Match("v2_infer", "m", "3")
+    assert http.match("GET", "/v2/models/m/versions/3") == http.Match("v2_model_metadata", "m", "3")
+    assert http.match("GET", "/v2/models/m/ready").handler == "v2_model_ready"
+    assert http.match("POST", "/models/m/invocations").handler == "mlflow_invocations"
+    assert http.match("GET", "/admin/models/m/history") == http.Match("admin_history", "m")
+    with pytest.raises(MethodNotAllowed):
+        http.match("GET", "/v2/models/m/infer")
+    with pytest.raises(NotFound):
+        http.match("GET", "/nope")
+    with pytest.raises(NotFound, match="not a registry version"):
+        http.parse_version("latest")
