@@ -52,7 +52,10 @@ def _get_json(url: str, timeout: float = 5.0) -> Any:
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     document = _load_config(args.config)
-    http_options = {**(document.get("http_options") or {}), **({"port": args.port} if args.port else {})}
+    http_options = {
+        **(document.get("http_options") or {}),
+        **({"port": args.port} if args.port else {}),
+    }
     host, port = http_options.get("host", "127.0.0.1"), int(http_options.get("port", 8000))
     print(f"serve-app home: {settings.home}\nregistry: {settings.registry.tracking_uri}")
     registry = _registry(settings)
@@ -100,7 +103,7 @@ def _wait_ready(url: str) -> int:
             return int(_get_json(f"{url}/v2/health/ready")["models"])
         except (urllib.error.URLError, OSError, KeyError, ValueError):
             if time.monotonic() > deadline:
-                raise SystemExit(f"serve-app did not become ready within {READY_TIMEOUT_S} s")
+                raise SystemExit(f"not ready within {READY_TIMEOUT_S} s") from None
             time.sleep(0.5)
 
 
@@ -108,21 +111,29 @@ def _print_examples(url: str, registry, settings: AppSettings) -> None:
     from serve_app.registry.mlflow_registry import CHAMPION
 
     names = sorted(
-        n for n, info in registry.sweep(settings.registry.model_filter).items() if CHAMPION in info.aliases
+        n
+        for n, info in registry.sweep(settings.registry.model_filter).items()
+        if CHAMPION in info.aliases
     )
     if not names:
         return
     name = next((n for n in names if n == "fraud-card-eu"), names[0])
     fetched = registry.fetch(name, registry.sweep(f"name = '{name}'")[name].aliases[CHAMPION])
     row = [round(float(x), 4) for x in fetched.input_example[0]]
-    v2_body = {"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}]}
+    v2_body = {
+        "inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}]
+    }
     records = {"dataframe_records": [dict(zip(fetched.artifact.features, row, strict=True))]}
     print("\nscore a transaction (Open Inference Protocol V2):")
-    print(f"  curl -s {url}/v2/models/{name}/infer -H 'content-type: application/json' \\\n"
-          f"    -d '{json.dumps(v2_body)}'")
+    print(
+        f"  curl -s {url}/v2/models/{name}/infer -H 'content-type: application/json' \\\n"
+        f"    -d '{json.dumps(v2_body)}'"
+    )
     print("or with MLflow's scoring format:")
-    print(f"  curl -s {url}/models/{name}/invocations -H 'content-type: application/json' \\\n"
-          f"    -d '{json.dumps(records)}'")
+    print(
+        f"  curl -s {url}/models/{name}/invocations -H 'content-type: application/json' \\\n"
+        f"    -d '{json.dumps(records)}'"
+    )
     print(f"models, versions and what is loaded: curl -s {url}/admin/models")
 
 
@@ -145,14 +156,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     if "service" in status:
         print(f"service: {status['service']}")
     else:
-        print(f"replicas: {', '.join(status['replicas']) or 'none'}; last poll: {status['last_poll']}")
+        print(
+            f"replicas: {', '.join(status['replicas']) or 'none'}; last poll: {status['last_poll']}"
+        )
     print(f"{'model':<24} {'aliases':<28} {'serving':<26} loaded on")
     for name, model in status["models"].items():
         aliases = " ".join(f"@{a}=v{v}" for a, v in sorted(model["aliases"].items()))
         serving = model.get("serving")
-        served = "-" if not serving else f"v{serving['champion']}" + (
-            f" + v{serving['challenger']} at {serving['challenger_weight']:g}%"
-            if serving.get("challenger") else ""
+        served = (
+            "-"
+            if not serving
+            else f"v{serving['champion']}"
+            + (
+                f" + v{serving['challenger']} at {serving['challenger_weight']:g}%"
+                if serving.get("challenger")
+                else ""
+            )
         )
         loaded = len(model.get("loaded_on", []))
         print(f"{name:<24} {aliases:<28} {served:<26} {loaded} replica(s)")
@@ -166,7 +185,11 @@ def cmd_register(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         version = register_file(
-            _registry(settings), args.model_file, args.name, alias=args.alias, eval_set=args.eval_set
+            _registry(settings),
+            args.model_file,
+            args.name,
+            alias=args.alias,
+            eval_set=args.eval_set,
         )
     except RegistrationError as error:
         print(f"refused: {error}", file=sys.stderr)

@@ -66,9 +66,14 @@ def key_bucket(model_name: str, routing_key: str) -> int:
 class RoutingTable:
     """A numbered snapshot of every route; replicas swap whole tables, never edit one."""
 
-    revision: int = 0
+    revision: int = 0  # 0: not loaded from the registry yet
     routes: dict[str, ModelRoute] = field(default_factory=dict)
     hot: tuple[str, ...] = ()  # models every replica keeps loaded, busiest first
+    epoch: str = ""  # the publishing controller's life: revisions restart with it
+
+    @property
+    def stamp(self) -> tuple[str, int]:
+        return (self.epoch, self.revision)
 
     def get(self, name: str) -> ModelRoute | None:
         return self.routes.get(name)

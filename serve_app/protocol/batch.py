@@ -37,9 +37,7 @@ def check_width(batch: np.ndarray, features: Sequence[str], max_rows: int) -> np
             f"expected a 2-D batch [rows, {len(features)}], got {batch.ndim} dimension(s)"
         )
     if batch.shape[1] != len(features):
-        raise InvalidInput(
-            f"expected {len(features)} features per row, got {batch.shape[1]}"
-        )
+        raise InvalidInput(f"expected {len(features)} features per row, got {batch.shape[1]}")
     if batch.shape[0] == 0:
         raise InvalidInput("the request holds no rows")
     if batch.shape[0] > max_rows:

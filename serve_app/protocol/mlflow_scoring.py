@@ -26,7 +26,9 @@ def decode_request(body: bytes, features: Sequence[str], max_rows: int) -> np.nd
     present = [key for key in FORMATS if key in payload]
     unknown = sorted(set(payload) - set(FORMATS) - {"params"})
     if unknown:
-        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; expected one of {', '.join(FORMATS)}")
+        raise BadRequest(
+            f"unknown field(s) {', '.join(unknown)}; expected one of {', '.join(FORMATS)}"
+        )
     if len(present) != 1:
         raise BadRequest(f"the request needs exactly one of {', '.join(FORMATS)}")
     key = present[0]
@@ -55,7 +57,9 @@ def _dataframe_split(split: Any, features: Sequence[str], max_rows: int) -> np.n
         raise InvalidInput("dataframe_split.columns names a feature twice")
     batch = batching.numeric_array(rows, "dataframe_split.data")
     if batch.ndim != 2 or batch.shape[1] != len(columns):
-        raise InvalidInput(f"dataframe_split.data must hold rows of {len(columns)} values, one per column")
+        raise InvalidInput(
+            f"dataframe_split.data must hold rows of {len(columns)} values, one per column"
+        )
     by_name = {name: batch[:, i] for i, name in enumerate(columns)}
     return batching.from_columns(by_name, features, max_rows, "dataframe_split")
 

@@ -80,7 +80,9 @@ def decode_request(
     if len(tensors) == 1 and next(iter(tensors)) not in features:
         (tensor,) = tensors.values()
         return V2Request(batching.check_width(tensor, features, max_rows), request_id)
-    columns = {name: t.reshape(-1) if t.ndim == 2 and t.shape[1] == 1 else t for name, t in tensors.items()}
+    columns = {
+        name: t.reshape(-1) if t.ndim == 2 and t.shape[1] == 1 else t for name, t in tensors.items()
+    }
     for name, column in columns.items():
         if column.ndim != 1:
             raise InvalidInput(f"input '{name}' must have shape [N] or [N, 1]")
@@ -104,7 +106,8 @@ def _read_tensors(inputs: list[Any], binary: bytes) -> dict[str, np.ndarray]:
             raise BadRequest(f"input '{name}' needs a 'shape' of non-negative integers")
         if datatype not in DATATYPES:
             raise InvalidInput(
-                f"input '{name}' has datatype {datatype!r}; expected one of FP32, FP64, INT*, UINT*, BOOL"
+                f"input '{name}' has datatype {datatype!r}; "
+                "expected one of FP32, FP64, INT*, UINT*, BOOL"
             )
         size = math.prod(shape)
         binary_size = (spec.get("parameters") or {}).get("binary_data_size")
@@ -129,9 +132,7 @@ def _read_tensors(inputs: list[Any], binary: bytes) -> dict[str, np.ndarray]:
     return tensors
 
 
-def encode_response(
-    model: str, version: int, scores: np.ndarray, request_id: str | None
-) -> bytes:
+def encode_response(model: str, version: int, scores: np.ndarray, request_id: str | None) -> bytes:
     answer: dict[str, Any] = {
         "model_name": model,
         "model_version": str(version),
@@ -159,6 +160,8 @@ def model_metadata(model: str, versions: Sequence[int], features: Sequence[str])
         "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}],
         "parameters": {
             "feature_names": list(features),
-            "per_feature_inputs": [{"name": f, "datatype": "FP32", "shape": [-1]} for f in features],
+            "per_feature_inputs": [
+                {"name": f, "datatype": "FP32", "shape": [-1]} for f in features
+            ],
         },
     }

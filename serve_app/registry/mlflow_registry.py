@@ -18,14 +18,14 @@ import numpy as np
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
-import mlflow  # noqa: E402
-import pandas as pd  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.models import Model, ModelSignature  # noqa: E402
-from mlflow.types import ColSpec, Schema, TensorSpec  # noqa: E402
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ColSpec, Schema, TensorSpec
 
-from serve_app.runtime.onnx import ModelArtifact  # noqa: E402
+from serve_app.runtime.onnx import ModelArtifact
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 

@@ -40,7 +40,9 @@ EVAL_ROWS = 2_000
 
 
 def _rng(name: str, salt: str = "") -> np.random.Generator:
-    return np.random.default_rng(int.from_bytes(hashlib.sha256((name + salt).encode()).digest()[:8]))
+    return np.random.default_rng(
+        int.from_bytes(hashlib.sha256((name + salt).encode()).digest()[:8])
+    )
 
 
 def synthetic_transactions(name: str, rows: int, salt: str = "") -> tuple[pd.DataFrame, np.ndarray]:

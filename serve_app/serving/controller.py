@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import Counter, deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ray import serve
@@ -46,12 +47,13 @@ class Event:
     max_ongoing_requests=1_000,
     ray_actor_options={"num_cpus": 0},
     health_check_period_s=5,
+    logging_config={"enable_access_log": False},  # replicas long-poll it all the time
 )
 class Controller:
     def __init__(self) -> None:
         self._settings: AppSettings | None = None
         self._registry: Registry | None = None
-        self._table = RoutingTable()
+        self._table = RoutingTable(epoch=uuid.uuid4().hex)
         self._table_changed = asyncio.Event()
         self._artifacts: dict[tuple[str, int], ModelArtifact] = {}
         self._broken: dict[tuple[str, int], str] = {}
@@ -86,7 +88,9 @@ class Controller:
         settings = self._settings
         models = await asyncio.to_thread(self._registry.sweep, settings.registry.model_filter)
         self._registry_aliases = {name: info.aliases for name, info in models.items()}
-        champions = {n: info.aliases[CHAMPION] for n, info in models.items() if CHAMPION in info.aliases}
+        champions = {
+            n: info.aliases[CHAMPION] for n, info in models.items() if CHAMPION in info.aliases
+        }
         todo = plan(self._table, champions, set(models), set(self._broken))
         table = self._table.without(todo.to_drop)
         for name in todo.to_drop:
@@ -106,7 +110,7 @@ class Controller:
             )
             self._record(artifact.name, "champion_serving", detail, artifact.version)
         if table.revision == 0:  # the first sweep makes the service ready, even when empty
-            table = RoutingTable(revision=1, routes=table.routes, hot=table.hot)
+            table = replace(table, revision=1)
         table = table.with_hot(self._hot_models(table))
         self._publish(table)
         self._metrics.registry_polls.inc(tags={"result": "ok"})
@@ -140,7 +144,9 @@ class Controller:
                 break
             del self._artifacts[key]
         for route in table.routes.values():
-            self._metrics.served_version.set(route.champion, tags={"model": route.name, "role": CHAMPION})
+            self._metrics.served_version.set(
+                route.champion, tags={"model": route.name, "role": CHAMPION}
+            )
             self._metrics.challenger_weight.set(route.challenger_weight, tags={"model": route.name})
         self._metrics.models_routed.set(len(table.routes))
         self._table_changed.set()
@@ -159,12 +165,21 @@ class Controller:
 
     # -- called by scoring replicas ---------------------------------------------
     async def sync(
-        self, replica: str, loaded: list[str], traffic: dict[str, int], revision: int, wait_s: float
+        self,
+        replica: str,
+        loaded: list[str],
+        traffic: dict[str, int],
+        stamp: tuple[str, int],
+        wait_s: float,
     ) -> RoutingTable | None:
-        """Long poll: the current table once it is newer than `revision`, else None."""
+        """Long poll: the current table once it differs from the replica's `stamp`, else None.
+
+        A table not yet filled from the registry is never handed out: a restarted
+        controller must not empty the replicas' tables while it takes its first sweep.
+        """
         self.report_loaded(replica, loaded)
         self._traffic.update(traffic)
-        if self._table.revision == revision:
+        if self._table.revision == 0 or self._table.stamp == tuple(stamp):
             changed = self._table_changed
             try:
                 await asyncio.wait_for(changed.wait(), timeout=wait_s)
@@ -196,7 +211,9 @@ class Controller:
             route = self._table.get(name)
             models[name] = {
                 "aliases": self._registry_aliases.get(name, {}),
-                "serving": None if route is None else {
+                "serving": None
+                if route is None
+                else {
                     "champion": route.champion,
                     "challenger": route.challenger,
                     "challenger_weight": route.challenger_weight,

@@ -40,6 +40,7 @@ from serve_app.settings import AppSettings
 logger = logging.getLogger("ray.serve")
 
 SYNC_WAIT_S = 5.0
+STARTUP_WAIT_S = 60.0  # a new replica waits this long for its first table before serving
 JSON = "application/json"
 THREAD_ROWS = 2_048  # larger batches score off the event loop
 PINNED_VERSIONS = 2
@@ -80,7 +81,9 @@ class ModelVersions:
             self._on_evict(self.name)
 
 
-@serve.deployment
+@serve.deployment(
+    logging_config={"enable_access_log": False}
+)  # a log line per row costs more than scoring it
 class ScoringPool:
     def __init__(self, controller: DeploymentHandle) -> None:
         self._controller = controller
@@ -92,6 +95,7 @@ class ScoringPool:
         self._replica_id = serve.get_replica_context().replica_id.unique_id
         self._load_model: Callable[[str], Awaitable[ModelVersions]] | None = None
         self._sync_task: asyncio.Task | None = None
+        self._first_table = asyncio.Event()
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         self._settings = AppSettings.model_validate(config)
@@ -104,6 +108,12 @@ class ScoringPool:
                 max_num_models_per_replica=self._settings.pool.max_models_per_replica
             )(open_model)
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
+            # Serve routes traffic to a replica once reconfigure returns: hold it back
+            # until the replica has a routing table and its hot models are open.
+            try:
+                await asyncio.wait_for(self._first_table.wait(), STARTUP_WAIT_S)
+            except TimeoutError:
+                logger.warning("no routing table after %.0f s; starting unready", STARTUP_WAIT_S)
 
     # -- models -------------------------------------------------------------------
     async def _open_model(self, name: str) -> ModelVersions:
@@ -115,7 +125,9 @@ class ScoringPool:
         self._loaded[name] = bundle
         self._report_loaded()
         self._metrics.model_loads.inc(tags={"model": name})
-        self._metrics.model_load_seconds.observe(time.perf_counter() - started, tags={"model": name})
+        self._metrics.model_load_seconds.observe(
+            time.perf_counter() - started, tags={"model": name}
+        )
         return bundle
 
     def _evicted(self, name: str) -> None:
@@ -140,7 +152,7 @@ class ScoringPool:
             try:
                 traffic, self._traffic = dict(self._traffic), Counter()
                 table = await self._controller.sync.remote(
-                    self._replica_id, list(self._loaded), traffic, self._table.revision, SYNC_WAIT_S
+                    self._replica_id, list(self._loaded), traffic, self._table.stamp, SYNC_WAIT_S
                 )
                 if table is not None:
                     await self._adopt(table)
@@ -168,6 +180,7 @@ class ScoringPool:
                     await self._load_model(name)
                 except Exception as error:
                     logger.warning("pre-loading hot model %s failed: %s", name, error)
+        self._first_table.set()
 
     # -- HTTP -------------------------------------------------------------------------
     async def __call__(self, request: Request) -> Response:
@@ -188,8 +201,11 @@ class ScoringPool:
         model_label, version = (name if route else UNKNOWN_MODEL), None
         try:
             if route is None:
-                raise NotReady("the routing table is not loaded yet") if not self._table.revision \
+                raise (
+                    NotReady("the routing table is not loaded yet")
+                    if not self._table.revision
                     else NotFound(f"model '{name}' is not served")
+                )
             body = await self._read_body(request)
             pinned = http.parse_version(found.version)
             bundle = await self._load_model(name)
@@ -250,7 +266,9 @@ class ScoringPool:
         return _json({"ready": True, "models": len(self._table.routes)})
 
     async def _v2_server_metadata(self, request: Request, found: http.Match) -> Response:
-        return _json({"name": "serve-app", "version": "0.1.0", "extensions": ["binary_tensor_data"]})
+        return _json(
+            {"name": "serve-app", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+        )
 
     async def _v2_model_metadata(self, request: Request, found: http.Match) -> Response:
         route, version = self._route_and_version(found)
@@ -276,11 +294,15 @@ class ScoringPool:
         return _json(await self._controller.status.remote())
 
     async def _admin_history(self, request: Request, found: http.Match) -> Response:
-        return _json({"model": found.name, "events": await self._controller.history.remote(found.name)})
+        return _json(
+            {"model": found.name, "events": await self._controller.history.remote(found.name)}
+        )
 
 
 def _json(content: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS), status_code=status, media_type=JSON)
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS), status_code=status, media_type=JSON
+    )
 
 
 def _error_body(message: str) -> bytes:

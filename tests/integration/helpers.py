@@ -26,7 +26,11 @@ def call(url: str, body: Any = None, method: str | None = None, headers: dict | 
 def v2_payload(rows: list[list[float]] | None = None) -> dict:
     rows = rows or [ROW]
     flat = [v for row in rows for v in row]
-    return {"inputs": [{"name": "input", "shape": [len(rows), len(FEATURES)], "datatype": "FP32", "data": flat}]}
+    return {
+        "inputs": [
+            {"name": "input", "shape": [len(rows), len(FEATURES)], "datatype": "FP32", "data": flat}
+        ]
+    }
 
 
 def records_payload() -> dict:

@@ -18,12 +18,18 @@ def test_at_least_fifty_models_are_served(service):
 
 @pytest.mark.parametrize("name", DEMO_MODELS)
 def test_every_model_scores_through_v2_and_mlflow(service, name):
-    status, v2_answer, headers = call(f"{service.url}/v2/models/{name}/infer", v2_payload([ROW, ROW]))
+    status, v2_answer, headers = call(
+        f"{service.url}/v2/models/{name}/infer", v2_payload([ROW, ROW])
+    )
     assert status == 200, v2_answer
-    assert v2_answer["model_name"] == name and v2_answer["model_version"] == headers["x-model-version"]
+    assert (
+        v2_answer["model_name"] == name and v2_answer["model_version"] == headers["x-model-version"]
+    )
     scores = v2_answer["outputs"][0]["data"]
     assert len(scores) == 2 and 0.0 <= scores[0] <= 1.0
-    status, mlflow_answer, headers = call(f"{service.url}/models/{name}/invocations", records_payload())
+    status, mlflow_answer, headers = call(
+        f"{service.url}/models/{name}/invocations", records_payload()
+    )
     assert status == 200 and headers["x-model-version"] == v2_answer["model_version"]
     assert mlflow_answer["predictions"][0] == pytest.approx(scores[0], abs=1e-6)
 
@@ -35,7 +41,9 @@ def test_scores_match_the_registered_model(service):
     from serve_app.runtime.onnx import OnnxModel
 
     expected = OnnxModel(fetched.artifact).predict(fetched.input_example)
-    _, answer, _ = call(f"{service.url}/v2/models/{name}/infer", v2_payload(fetched.input_example.tolist()))
+    _, answer, _ = call(
+        f"{service.url}/v2/models/{name}/infer", v2_payload(fetched.input_example.tolist())
+    )
     np.testing.assert_allclose(answer["outputs"][0]["data"], expected, rtol=1e-5)
 
 
@@ -58,7 +66,9 @@ def test_tritonclient_talks_to_the_service(service):
     for binary in (True, False):
         tensor = triton.InferInput("input", list(batch.shape), "FP32")
         tensor.set_data_from_numpy(batch, binary_data=binary)
-        result = client.infer(name, [tensor], outputs=[triton.InferRequestedOutput("probability", binary_data=False)])
+        result = client.infer(
+            name, [tensor], outputs=[triton.InferRequestedOutput("probability", binary_data=False)]
+        )
         scores = result.as_numpy("probability")
         assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
     named = []

@@ -20,7 +20,9 @@ def decode_v2(body: bytes, header=None):
 
 def test_v2_single_tensor_nested_and_flat():
     for data in (ROW, [ROW]):
-        got = decode_v2(v2_body([{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": data}]))
+        got = decode_v2(
+            v2_body([{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": data}])
+        )
         np.testing.assert_allclose(got.batch, [ROW])
         assert got.batch.dtype == np.float32
 
@@ -38,8 +40,18 @@ def test_v2_named_inputs_in_any_order_and_request_id():
 
 def test_v2_binary_tensor_extension():
     tensor = np.array([ROW, ROW], dtype=np.float32)
-    header = orjson.dumps({"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP32",
-                                       "parameters": {"binary_data_size": tensor.nbytes}}]})
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [2, 3],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": tensor.nbytes},
+                }
+            ]
+        }
+    )
     got = decode_v2(header + tensor.tobytes(), str(len(header)))
     np.testing.assert_allclose(got.batch, tensor)
 
@@ -47,14 +59,44 @@ def test_v2_binary_tensor_extension():
 @pytest.mark.parametrize(
     ("inputs", "error", "words"),
     [
-        ([{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}], InvalidInput, "expected 3 features"),
-        ([{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2]}], InvalidInput, "needs 3"),
-        ([{"name": "input", "shape": [1, 3], "datatype": "BYTES", "data": ["a", "b", "c"]}], InvalidInput, "datatype"),
-        ([{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": ["a", "b", "c"]}], InvalidInput, "only numbers"),
-        ([{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [[1, 2], [3]]}], InvalidInput, "ragged"),
-        ([{"name": "input", "shape": [1, 1, 3], "datatype": "FP32", "data": ROW}], InvalidInput, "2-D"),
-        ([{"name": "amount", "shape": [1], "datatype": "FP32", "data": [1]},
-          {"name": "hour", "shape": [1], "datatype": "FP32", "data": [1]}], InvalidInput, "missing feature(s): merchant_risk"),
+        (
+            [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}],
+            InvalidInput,
+            "expected 3 features",
+        ),
+        (
+            [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2]}],
+            InvalidInput,
+            "needs 3",
+        ),
+        (
+            [{"name": "input", "shape": [1, 3], "datatype": "BYTES", "data": ["a", "b", "c"]}],
+            InvalidInput,
+            "datatype",
+        ),
+        (
+            [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": ["a", "b", "c"]}],
+            InvalidInput,
+            "only numbers",
+        ),
+        (
+            [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [[1, 2], [3]]}],
+            InvalidInput,
+            "ragged",
+        ),
+        (
+            [{"name": "input", "shape": [1, 1, 3], "datatype": "FP32", "data": ROW}],
+            InvalidInput,
+            "2-D",
+        ),
+        (
+            [
+                {"name": "amount", "shape": [1], "datatype": "FP32", "data": [1]},
+                {"name": "hour", "shape": [1], "datatype": "FP32", "data": [1]},
+            ],
+            InvalidInput,
+            "missing feature(s): merchant_risk",
+        ),
         ([{"name": "input", "shape": [1, 3], "datatype": "FP32"}], BadRequest, "no 'data'"),
         ([{"name": "input", "shape": "1x3", "datatype": "FP32", "data": ROW}], BadRequest, "shape"),
         (["nope"], BadRequest, "must be an object"),
@@ -100,7 +142,12 @@ def decode_mlflow(payload) -> np.ndarray:
     "payload",
     [
         {"dataframe_split": {"columns": list(FEATURES), "data": [ROW]}},
-        {"dataframe_split": {"columns": ["hour", "amount", "merchant_risk"], "data": [[3, 120, 0.4]]}},
+        {
+            "dataframe_split": {
+                "columns": ["hour", "amount", "merchant_risk"],
+                "data": [[3, 120, 0.4]],
+            }
+        },
         {"dataframe_split": {"data": [ROW]}},
         {"dataframe_records": [dict(zip(FEATURES, ROW, strict=True))]},
         {"instances": [ROW]},
@@ -120,12 +167,28 @@ def test_mlflow_formats_decode_to_the_same_batch(payload):
         ({"instances": [ROW], "inputs": [ROW]}, BadRequest, "exactly one"),
         ({}, BadRequest, "exactly one"),
         ({"data": [ROW]}, BadRequest, "unknown field"),
-        ({"dataframe_records": [{"amount": 1, "hour": 2}]}, InvalidInput, "missing feature(s): merchant_risk"),
-        ({"dataframe_records": [{**dict(zip(FEATURES, ROW, strict=True)), "zip": 1}]}, InvalidInput, "unknown feature(s): zip"),
-        ({"dataframe_split": {"columns": ["amount"], "data": [[1, 2, 3]]}}, InvalidInput, "one per column"),
+        (
+            {"dataframe_records": [{"amount": 1, "hour": 2}]},
+            InvalidInput,
+            "missing feature(s): merchant_risk",
+        ),
+        (
+            {"dataframe_records": [{**dict(zip(FEATURES, ROW, strict=True)), "zip": 1}]},
+            InvalidInput,
+            "unknown feature(s): zip",
+        ),
+        (
+            {"dataframe_split": {"columns": ["amount"], "data": [[1, 2, 3]]}},
+            InvalidInput,
+            "one per column",
+        ),
         ({"instances": [[1, 2]]}, InvalidInput, "expected 3 features"),
         ({"instances": "abc"}, InvalidInput, "list of rows"),
-        ({"inputs": {"amount": [1, 2], "hour": [1], "merchant_risk": [1, 2]}}, InvalidInput, "same number"),
+        (
+            {"inputs": {"amount": [1, 2], "hour": [1], "merchant_risk": [1, 2]}},
+            InvalidInput,
+            "same number",
+        ),
         ({"dataframe_records": []}, InvalidInput, "no rows"),
     ],
 )

@@ -58,7 +58,7 @@ def test_shadow_challenger_never_answers():
 
 
 def test_weight_bounds():
-    with pytest.raises(ValueError, match="not in 0..100"):
+    with pytest.raises(ValueError, match=r"not in 0\.\.100"):
         canary(101.0)
     assert {canary(100.0).choose(str(k)) for k in range(100)} == {2}
     assert {canary(0.0).choose(str(k)) for k in range(100)} == {1}

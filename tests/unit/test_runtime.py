@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from serve_app.registry.seed import FEATURES, roc_auc, synthetic_transactions, train_booster
-from serve_app.runtime.convert import ConversionError, booster_to_onnx, check_parity, convert_checked
+from serve_app.runtime.convert import (
+    ConversionError,
+    booster_to_onnx,
+    check_parity,
+    convert_checked,
+)
 from serve_app.runtime.onnx import ModelArtifact, ModelLoadError, OnnxModel, load_checked
 
 

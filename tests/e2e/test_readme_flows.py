@@ -1,0 +1,160 @@
+"""The README's flows as a user runs them: `serve-app up`, its printed curl, Ctrl-C;
+then `ray start --head` + `serve deploy configs/serve_config.yaml`, and a settings change
+deployed again under load."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import http_ready, wait_until
+from tests.integration.helpers import call, v2_payload
+
+ROOT = Path(__file__).parents[2]
+BIN = Path(sys.executable).parent
+UP_PORT = 8124
+DEPLOY_PORT = 8125
+DASHBOARD_PORT = 8275
+
+
+@pytest.fixture(scope="module")
+def project_dir(tmp_path_factory) -> Path:
+    """A user's working folder: the default home `./.serve-app` lands here."""
+    return tmp_path_factory.mktemp("user")
+
+
+def test_serve_app_up_seeds_serves_and_stops_on_ctrl_c(project_dir):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("SERVE_APP_HOME", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    process = subprocess.Popen(
+        [
+            str(BIN / "serve-app"),
+            "--config",
+            str(ROOT / "configs/serve_config.yaml"),
+            "up",
+            "--port",
+            str(UP_PORT),
+        ],
+        cwd=project_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_until(
+            lambda: any("Ctrl-C to stop" in line for line in lines),
+            timeout=300,
+            interval=1,
+            what="serve-app up to become ready",
+        )
+        output = "".join(lines)
+        assert re.search(r"\[54/54\] fraud-\S+ v1 registered", output), output[-2000:]
+        ready = re.search(r"serve-app is ready: (\d+) models", output)
+        assert ready and int(ready.group(1)) >= 50
+        curl = output.split("Open Inference Protocol V2):\n", 1)[1].split("\nor with", 1)[0]
+        scored = subprocess.run(
+            ["bash", "-c", curl.replace("\\\n", " ")], capture_output=True, text=True, timeout=30
+        )
+        assert '"model_name":"fraud-card-eu"' in scored.stdout, scored.stdout + scored.stderr
+        assert re.search(r'"data":\[0\.\d+', scored.stdout)
+        assert (project_dir / ".serve-app" / "mlflow.db").is_file()
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=90)
+    assert code == 0
+    assert "shutting down" in "".join(lines)
+    assert not http_ready(f"http://127.0.0.1:{UP_PORT}")
+
+
+def _ray(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+def test_serve_deploy_config_then_settings_change_under_load(project_dir):
+    """Needs the home seeded by the test above (run in the same folder, as a user would)."""
+    assert (project_dir / ".serve-app" / "mlflow.db").is_file()
+    config = yaml.safe_load((ROOT / "configs/serve_config.yaml").read_text())
+    config["http_options"]["port"] = DEPLOY_PORT
+    config_file = project_dir / "serve_config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    env.pop("SERVE_APP_HOME", None)
+    started = subprocess.run(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--port",
+            "6391",
+            "--dashboard-port",
+            str(DASHBOARD_PORT),
+            "--include-dashboard",
+            "true",
+            "--num-cpus",
+            "2",
+            "--disable-usage-stats",
+        ],
+        cwd=project_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    dashboard = f"http://127.0.0.1:{DASHBOARD_PORT}"
+    url = f"http://127.0.0.1:{DEPLOY_PORT}"
+    try:
+        deploy = [str(BIN / "serve"), "deploy", str(config_file), "-a", dashboard]
+        done = subprocess.run(
+            deploy, cwd=project_dir, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        wait_until(
+            lambda: http_ready(url), timeout=180, interval=1, what="serve deploy to be ready"
+        )
+        rows = [[1.0] * 12] * 50
+        assert call(f"{url}/v2/models/fraud-card-eu/infer", v2_payload(rows))[0] == 200
+
+        config["applications"][0]["args"]["limits"]["max_rows"] = 10
+        config_file.write_text(yaml.safe_dump(config))
+        failures, stop = [], threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                status, answer, _ = call(f"{url}/v2/models/fraud-card-eu/infer", v2_payload())
+                if status != 200:
+                    failures.append((status, answer))
+
+        loader = threading.Thread(target=load)
+        loader.start()
+        try:
+            done = subprocess.run(
+                deploy, cwd=project_dir, env=env, capture_output=True, text=True, timeout=120
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            wait_until(
+                lambda: call(f"{url}/v2/models/fraud-card-eu/infer", v2_payload(rows))[0] == 422,
+                timeout=60,
+                what="the new row limit to take effect",
+            )
+        finally:
+            stop.set()
+            loader.join(timeout=30)
+        assert not failures, failures[:3]
+    finally:
+        _ray("stop", "--force", env=env)
