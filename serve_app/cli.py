@@ -199,6 +199,50 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- rollouts (admin API) -------------------------------------------------------------------
+def _admin(args: argparse.Namespace, action: str, body: dict[str, Any] | None = None) -> int:
+    from serve_app.serving.auth import ADMIN_TOKEN_ENV, load_token
+
+    token = load_token(ADMIN_TOKEN_ENV)
+    request = urllib.request.Request(
+        f"{args.url}/admin/models/{args.name}/{action}",
+        data=json.dumps(body or {}).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {token or ''}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            print(json.loads(answer.read())["message"])
+            return 0
+    except urllib.error.HTTPError as error:
+        print(f"{error.code}: {json.loads(error.read()).get('error')}", file=sys.stderr)
+        return 1
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    return _admin(args, "canary", {"weight": args.weight})
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    return _admin(args, "promote")
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    return _admin(args, "rollback")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    events = _get_json(f"{args.url}/admin/models/{args.name}/history")["events"]
+    if args.json:
+        print(json.dumps(events, indent=2))
+        return 0
+    for event in events:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
+        version = f"v{event['version']}" if event["version"] is not None else ""
+        print(f"{stamp}  {event['kind']:<18} {version:<5} {event['detail']}")
+    return 0
+
+
 def cmd_seed(args: argparse.Namespace) -> int:
     from serve_app.registry.seed import DEMO_MODELS, seed_demo_models
 
@@ -235,6 +279,21 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--alias", choices=["champion", "challenger"])
     register.add_argument("--eval-set", type=Path, help="CSV of features plus is_fraud")
     register.set_defaults(func=cmd_register)
+
+    for name, func, text in (
+        ("canary", cmd_canary, "set the challenger's traffic weight by hand"),
+        ("promote", cmd_promote, "make the challenger the champion now"),
+        ("rollback", cmd_rollback, "abort the rollout, or move champion back to the previous"),
+        ("history", cmd_history, "the model's rollout and serving events"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("name")
+        command.add_argument("--url", default=DEFAULT_URL)
+        command.set_defaults(func=func)
+        if name == "canary":
+            command.add_argument("--weight", type=float, required=True, help="percent, 0-100")
+        if name == "history":
+            command.add_argument("--json", action="store_true")
 
     seed = commands.add_parser("seed", help="register the demo models the registry lacks")
     seed.add_argument("--count", type=int)

@@ -88,6 +88,16 @@ class ControllerMetrics:
             description="Percent of a model's traffic sent to its challenger.",
             tag_keys=("model",),
         )
+        self.rollout_state = metrics.Gauge(
+            "serve_app_rollout_state",
+            description="1 for each model's current rollout phase (idle, canary, shadow, manual).",
+            tag_keys=("model", "state"),
+        )
+        self.rollbacks = metrics.Counter(
+            "serve_app_rollbacks",
+            description="Rollouts rolled back, by reason (error_rate, latency, drift, manual).",
+            tag_keys=("model", "reason"),
+        )
         self.models_routed = metrics.Gauge(
             "serve_app_models_routed", description="Models in the routing table."
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -60,11 +60,53 @@ class LimitSettings(_Strict):
     max_rows: int = Field(100_000, ge=1)
 
 
+class RoutingSettings(_Strict):
+    """Where a request's routing key (for sticky canary splits) comes from."""
+
+    key_header: str = "x-routing-key"
+    key_field: str | None = Field(
+        None,
+        description="A request parameter holding the key (V2 `parameters`, MLflow `params`), "
+        "such as an account id; the header wins when both are present.",
+    )
+
+
+class RolloutPolicy(_Strict):
+    """How a `challenger` earns traffic; a registered-model tag can override any field."""
+
+    mode: Literal["canary", "shadow"] = "canary"
+    steps: tuple[float, ...] = Field((5.0, 25.0, 50.0, 100.0), min_length=1)
+    step_dwell_s: float = Field(60.0, ge=0)
+    step_min_requests: int = Field(100, ge=0)
+    shadow_sample_percent: float = Field(100.0, gt=0, le=100)
+    gate_auc_margin: float = Field(0.02, ge=0, description="Allowed AUC drop vs the champion.")
+    gate_recall_margin: float = Field(0.05, ge=0, description="Allowed recall drop.")
+    gate_latency_budget_ms: float = Field(5.0, gt=0, description="Single-row p99 budget.")
+    guard_min_requests: int = Field(30, ge=1)
+    guard_max_error_rate_delta: float = Field(0.01, ge=0)
+    guard_max_p99_ratio: float = Field(3.0, ge=1)
+    guard_p99_slack_ms: float = Field(2.0, ge=0)
+    guard_max_psi: float = Field(0.25, gt=0)
+    guard_min_scores: int = Field(
+        200, ge=1, description="Scores each side needs before drift (PSI) is judged."
+    )
+    promotion_grace_s: float = Field(300.0, ge=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _rising_to_100(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if list(steps) != sorted(set(steps)) or steps[0] <= 0 or steps[-1] != 100.0:
+            raise ValueError("steps must rise strictly, above 0, and end at 100")
+        return steps
+
+
 class AppSettings(_Strict):
     home: str = Field(DEFAULT_HOME, description=f"State folder; env ${HOME_ENV} wins.")
     pool: PoolSettings = PoolSettings()
     registry: RegistrySettings = RegistrySettings()
     limits: LimitSettings = LimitSettings()
+    routing: RoutingSettings = RoutingSettings()
+    rollout: RolloutPolicy = RolloutPolicy()
 
     @field_validator("pool")
     @classmethod

@@ -13,6 +13,8 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+ADMIN_TOKEN = "integration-admin-token"
+os.environ["SERVE_APP_ADMIN_TOKEN"] = ADMIN_TOKEN  # replicas inherit the driver's environment
 
 TEST_HTTP_PORT = 8123  # outside Ray's worker port range (10002-19999)
 POLL_INTERVAL_S = 0.5

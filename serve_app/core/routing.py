@@ -24,6 +24,7 @@ class ModelRoute:
     challenger: int | None = None
     challenger_weight: float = 0.0  # percent of traffic, 0..100
     shadow: bool = False  # challenger scores a copy of the traffic, never answers
+    standby: int | None = None  # the previous champion, kept open for a quick rollback
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.challenger_weight <= 100.0:
@@ -31,10 +32,9 @@ class ModelRoute:
 
     @property
     def versions(self) -> tuple[int, ...]:
-        """Every version this route may send traffic to (shadow included)."""
-        if self.challenger is None:
-            return (self.champion,)
-        return (self.champion, self.challenger)
+        """Every version replicas keep open for this model: routed, shadow and standby."""
+        extra = (v for v in (self.challenger, self.standby) if v is not None)
+        return tuple(dict.fromkeys((self.champion, *extra)))
 
     def choose(self, routing_key: str | None = None, rng: random.Random | None = None) -> int:
         """The version that answers a request.
@@ -78,17 +78,11 @@ class RoutingTable:
     def get(self, name: str) -> ModelRoute | None:
         return self.routes.get(name)
 
-    def with_route(self, route: ModelRoute) -> RoutingTable:
-        return replace(self, revision=self.revision + 1, routes={**self.routes, route.name: route})
-
-    def with_hot(self, hot: tuple[str, ...]) -> RoutingTable:
-        return self if hot == self.hot else replace(self, revision=self.revision + 1, hot=hot)
-
-    def without(self, names: set[str]) -> RoutingTable:
-        if not names & self.routes.keys():
+    def with_routes(self, routes: dict[str, ModelRoute], hot: tuple[str, ...]) -> RoutingTable:
+        """The next table, or this one when nothing changed (so replicas are not woken)."""
+        if routes == self.routes and hot == self.hot and self.revision:
             return self
-        routes = {n: r for n, r in self.routes.items() if n not in names}
-        return replace(self, revision=self.revision + 1, routes=routes)
+        return replace(self, revision=self.revision + 1, routes=routes, hot=hot)
 
     def changed_models(self, newer: RoutingTable) -> set[str]:
         """Names whose routed versions differ between this table and a newer one."""

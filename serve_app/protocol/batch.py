@@ -7,6 +7,7 @@ are the same whichever protocol a client speaks.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,15 @@ import numpy as np
 from serve_app.protocol.errors import InvalidInput
 
 NUMERIC_KINDS = "biuf"
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A request in either protocol, decoded: the batch plus what routing may read."""
+
+    batch: np.ndarray
+    request_id: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
 
 
 def numeric_array(values: Any, what: str) -> np.ndarray:

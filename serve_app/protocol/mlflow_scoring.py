@@ -19,10 +19,16 @@ from serve_app.protocol.v2 import parse_json
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
-def decode_request(body: bytes, features: Sequence[str], max_rows: int) -> np.ndarray:
+def decode_request(body: bytes, features: Sequence[str], max_rows: int) -> batching.Decoded:
     payload = parse_json(body)
     if not isinstance(payload, dict):
         raise BadRequest("the request body must be a JSON object")
+    params = payload.get("params")
+    batch = _decode_batch(payload, features, max_rows)
+    return batching.Decoded(batch, None, params if isinstance(params, dict) else {})
+
+
+def _decode_batch(payload: dict[str, Any], features: Sequence[str], max_rows: int) -> np.ndarray:
     present = [key for key in FORMATS if key in payload]
     unknown = sorted(set(payload) - set(FORMATS) - {"params"})
     if unknown:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,12 +42,6 @@ DATATYPES: dict[str, np.dtype] = {
 }
 
 
-@dataclass(frozen=True)
-class V2Request:
-    batch: np.ndarray
-    request_id: str | None
-
-
 def parse_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
@@ -58,7 +51,7 @@ def parse_json(raw: bytes) -> Any:
 
 def decode_request(
     body: bytes, header_length: str | None, features: Sequence[str], max_rows: int
-) -> V2Request:
+) -> batching.Decoded:
     binary = b""
     if header_length is not None:
         try:
@@ -77,16 +70,20 @@ def decode_request(
     tensors = _read_tensors(inputs, binary)
     request_id = payload.get("id")
     request_id = str(request_id) if request_id is not None else None
+    parameters = payload.get("parameters")
+    parameters = parameters if isinstance(parameters, dict) else {}
     if len(tensors) == 1 and next(iter(tensors)) not in features:
         (tensor,) = tensors.values()
-        return V2Request(batching.check_width(tensor, features, max_rows), request_id)
+        batch = batching.check_width(tensor, features, max_rows)
+        return batching.Decoded(batch, request_id, parameters)
     columns = {
         name: t.reshape(-1) if t.ndim == 2 and t.shape[1] == 1 else t for name, t in tensors.items()
     }
     for name, column in columns.items():
         if column.ndim != 1:
             raise InvalidInput(f"input '{name}' must have shape [N] or [N, 1]")
-    return V2Request(batching.from_columns(columns, features, max_rows, "inputs"), request_id)
+    batch = batching.from_columns(columns, features, max_rows, "inputs")
+    return batching.Decoded(batch, request_id, parameters)
 
 
 def _read_tensors(inputs: list[Any], binary: bytes) -> dict[str, np.ndarray]:

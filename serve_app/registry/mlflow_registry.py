@@ -6,6 +6,7 @@ sweeps them, and the CLI and the demo seeder write them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -179,13 +180,25 @@ class Registry:
         self.client.set_registered_model_alias(name, alias, str(version))
 
     def delete_alias(self, name: str, alias: str) -> None:
-        self.client.delete_registered_model_alias(name, alias)
+        with contextlib.suppress(MlflowException):  # already gone is fine
+            self.client.delete_registered_model_alias(name, alias)
 
     def tag_version(self, name: str, version: int, key: str, value: str) -> None:
         self.client.set_model_version_tag(name, str(version), key, value)
 
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        self.client.set_registered_model_tag(name, key, value)
+
+    def delete_model_tag(self, name: str, key: str) -> None:
+        with contextlib.suppress(MlflowException):  # already gone is fine
+            self.client.delete_registered_model_tag(name, key)
+
     def _experiment(self) -> str:
         if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-            location = self._artifacts_dir.resolve().as_uri() if self._artifacts_dir else None
+            # An embedded registry keeps artifacts in the home folder; a tracking server
+            # chooses (and serves) its own store, which every pod can read.
+            remote = self.tracking_uri.startswith(("http://", "https://"))
+            local = self._artifacts_dir and not remote
+            location = self._artifacts_dir.resolve().as_uri() if local else None
             mlflow.create_experiment(EXPERIMENT, artifact_location=location)
         return EXPERIMENT

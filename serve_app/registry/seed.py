@@ -15,6 +15,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from serve_app.core.stats import roc_auc
 from serve_app.registry.mlflow_registry import CHAMPION, LABEL_COLUMN, Registry
 from serve_app.runtime.convert import convert_checked
 
@@ -36,7 +37,8 @@ PRODUCTS = ("card", "transfer", "wallet", "p2p", "ecommerce", "atm", "ach", "cry
 REGIONS = ("eu", "us", "uk", "apac", "latam", "mena")
 DEMO_MODELS = tuple(f"fraud-{p}-{r}" for p in PRODUCTS for r in REGIONS)
 TRAIN_ROWS = 6_000
-EVAL_ROWS = 2_000
+EVAL_ROWS = 4_000
+FRAUD_RATE = 0.04
 
 
 def _rng(name: str, salt: str = "") -> np.random.Generator:
@@ -66,9 +68,8 @@ def synthetic_transactions(name: str, rows: int, salt: str = "") -> tuple[pd.Dat
         }
     )
     night = ((frame["hour"] < 5) | (frame["hour"] > 22)).astype(float)
-    logit = (
-        -5.4
-        + pattern[0] * 1.6 * np.log1p(frame["amount"] / frame["avg_amount_30d"])
+    signal = 1.6 * (
+        pattern[0] * 1.6 * np.log1p(frame["amount"] / frame["avg_amount_30d"])
         + pattern[1] * 4.0 * frame["merchant_risk"]
         + pattern[2] * 0.45 * frame["txn_count_1h"]
         + pattern[3] * 1.1 * night
@@ -77,8 +78,21 @@ def synthetic_transactions(name: str, rows: int, salt: str = "") -> tuple[pd.Dat
         + pattern[6] * 0.5 * frame["velocity_ratio"]
         - pattern[7] * 0.6 * np.log1p(frame["account_age_days"] / 365)
     )
+    logit = signal + _intercept_for_rate(signal.to_numpy(), FRAUD_RATE)
     labels = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
     return frame.astype(np.float32), labels
+
+
+def _intercept_for_rate(signal: np.ndarray, rate: float) -> float:
+    """The intercept that makes `rate` of transactions fraudulent on average (bisection)."""
+    low, high = -30.0, 10.0
+    for _ in range(50):
+        middle = (low + high) / 2
+        if np.mean(1 / (1 + np.exp(-(signal + middle)))) > rate:
+            high = middle
+        else:
+            low = middle
+    return (low + high) / 2
 
 
 def train_booster(frame: pd.DataFrame, labels: np.ndarray, rounds: int = 60) -> lgb.Booster:
@@ -92,18 +106,6 @@ def train_booster(frame: pd.DataFrame, labels: np.ndarray, rounds: int = 60) -> 
         "seed": 7,
     }
     return lgb.train(params, lgb.Dataset(frame, labels), num_boost_round=rounds)
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """AUC by the rank-sum formula (no scikit-learn on the serving side)."""
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    positives = labels == 1
-    n_pos, n_neg = positives.sum(), (~positives).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def seed_model(registry: Registry, name: str, alias: str | None = CHAMPION, salt: str = "") -> int:

@@ -26,6 +26,9 @@ ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("GET", "v2_server_metadata", r"/v2"),
         ("GET", "admin_models", r"/admin/models"),
         ("GET", "admin_history", rf"/admin/models/{_NAME}/history"),
+        ("POST", "admin_canary", rf"/admin/models/{_NAME}/canary"),
+        ("POST", "admin_promote", rf"/admin/models/{_NAME}/promote"),
+        ("POST", "admin_rollback", rf"/admin/models/{_NAME}/rollback"),
     )
 )
 

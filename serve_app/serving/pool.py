@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -23,10 +24,13 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serve_app.core.routing import RoutingTable
+from serve_app.core.routing import ModelRoute, RoutingTable
+from serve_app.core.stats import VersionWindow
 from serve_app.metrics import UNKNOWN_MODEL, PoolMetrics, outcome
 from serve_app.protocol import mlflow_scoring, v2
+from serve_app.protocol.batch import Decoded
 from serve_app.protocol.errors import (
+    BadRequest,
     Conflict,
     NotFound,
     NotReady,
@@ -34,12 +38,12 @@ from serve_app.protocol.errors import (
     ServeAppError,
 )
 from serve_app.runtime.onnx import ModelArtifact, OnnxModel
-from serve_app.serving import http
+from serve_app.serving import auth, http
 from serve_app.settings import AppSettings
 
 logger = logging.getLogger("ray.serve")
 
-SYNC_WAIT_S = 5.0
+SYNC_WAIT_S = 2.0
 STARTUP_WAIT_S = 60.0  # a new replica waits this long for its first table before serving
 JSON = "application/json"
 THREAD_ROWS = 2_048  # larger batches score off the event loop
@@ -96,6 +100,10 @@ class ScoringPool:
         self._load_model: Callable[[str], Awaitable[ModelVersions]] | None = None
         self._sync_task: asyncio.Task | None = None
         self._first_table = asyncio.Event()
+        self._windows: dict[str, dict[int, VersionWindow]] = {}
+        self._shadow_tasks: set[asyncio.Task] = set()
+        self._admin_token = auth.load_token(auth.ADMIN_TOKEN_ENV)
+        self._scoring_token = auth.load_token(auth.SCORING_TOKEN_ENV)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         self._settings = AppSettings.model_validate(config)
@@ -151,8 +159,14 @@ class ScoringPool:
         while True:
             try:
                 traffic, self._traffic = dict(self._traffic), Counter()
+                windows, self._windows = self._windows, {}
                 table = await self._controller.sync.remote(
-                    self._replica_id, list(self._loaded), traffic, self._table.stamp, SYNC_WAIT_S
+                    self._replica_id,
+                    list(self._loaded),
+                    traffic,
+                    windows,
+                    self._table.stamp,
+                    SYNC_WAIT_S,
                 )
                 if table is not None:
                     await self._adopt(table)
@@ -198,43 +212,103 @@ class ScoringPool:
         started = time.perf_counter()
         name = found.name or ""
         route = self._table.get(name)
-        model_label, version = (name if route else UNKNOWN_MODEL), None
+        version: int | None = None
+        scores: np.ndarray | None = None
         try:
-            if route is None:
-                raise (
-                    NotReady("the routing table is not loaded yet")
-                    if not self._table.revision
-                    else NotFound(f"model '{name}' is not served")
-                )
+            auth.require_scoring(request.headers.get("authorization"), self._scoring_token)
+            route = self._require_route(name)
             body = await self._read_body(request)
             pinned = http.parse_version(found.version)
             bundle = await self._load_model(name)
-            if pinned is None:
-                version = route.choose(request.headers.get("x-routing-key"))
+            model = None if pinned is None else await bundle.get_pinned(pinned, route.versions)
+            decoded = self._decode(
+                protocol, body, request, model.features if model else route.features
+            )
+            if model is None:
+                version = route.choose(self._routing_key(request, decoded))
                 model = await bundle.get(version)
-            else:
-                version = pinned
-                model = await bundle.get_pinned(pinned, route.versions)
-            limit = self._settings.limits.max_rows
+            version = model.version
+            scores = await self._predict(model, decoded.batch)
             if protocol == "v2":
-                decoded = v2.decode_request(
-                    body, request.headers.get(v2.HEADER_LENGTH), model.features, limit
-                )
-                scores = await self._predict(model, decoded.batch)
                 payload = v2.encode_response(name, version, scores, decoded.request_id)
             else:
-                batch = mlflow_scoring.decode_request(body, model.features, limit)
-                scores = await self._predict(model, batch)
                 payload = mlflow_scoring.encode_response(scores)
             status = 200
         except ServeAppError as error:
             status, payload = error.status, _error_body(error.message)
-        self._traffic[name] += route is not None
-        tags = {"model": model_label, "version": str(version or "")}
-        self._metrics.requests.inc(tags={**tags, "outcome": outcome(status)})
-        self._metrics.latency.observe((time.perf_counter() - started) * 1000.0, tags=tags)
+        except Exception:
+            logger.exception("scoring %s v%s failed", name, version)
+            status, payload = 500, _error_body("internal error while scoring")
+        self._observe(route, version, status, (time.perf_counter() - started) * 1000.0, scores)
+        if scores is not None and route.shadow and found.version is None:
+            self._shadow_copy(route, decoded.batch, scores)
         headers = {"x-model-name": name, "x-model-version": str(version)} if status == 200 else None
         return Response(payload, status_code=status, media_type=JSON, headers=headers)
+
+    def _require_route(self, name: str) -> ModelRoute:
+        route = self._table.get(name)
+        if route is None:
+            if not self._table.revision:
+                raise NotReady("the routing table is not loaded yet")
+            raise NotFound(f"model '{name}' is not served")
+        return route
+
+    def _decode(self, protocol: str, body: bytes, request: Request, features) -> Decoded:
+        limit = self._settings.limits.max_rows
+        if protocol == "v2":
+            return v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH), features, limit)
+        return mlflow_scoring.decode_request(body, features, limit)
+
+    def _routing_key(self, request: Request, decoded: Decoded) -> str | None:
+        routing = self._settings.routing
+        key = request.headers.get(routing.key_header)
+        if key is None and routing.key_field is not None:
+            value = decoded.parameters.get(routing.key_field)
+            key = None if value is None else str(value)
+        return key
+
+    def _observe(
+        self,
+        route: ModelRoute | None,
+        version: int | None,
+        status: int,
+        elapsed_ms: float,
+        scores: np.ndarray | None,
+    ) -> None:
+        """Metrics for every request; a rollout window too while the model has a challenger."""
+        model = route.name if route else UNKNOWN_MODEL
+        tags = {"model": model, "version": str(version or "")}
+        self._metrics.requests.inc(tags={**tags, "outcome": outcome(status)})
+        self._metrics.latency.observe(elapsed_ms, tags=tags)
+        if route is None:
+            return
+        self._traffic[route.name] += 1
+        if route.challenger is not None and version in route.versions and not 400 <= status < 500:
+            self._window(route.name, version).record(elapsed_ms, scores, error=status >= 500)
+
+    def _window(self, name: str, version: int) -> VersionWindow:
+        return self._windows.setdefault(name, {}).setdefault(version, VersionWindow())
+
+    def _shadow_copy(self, route: ModelRoute, batch: np.ndarray, champion: np.ndarray) -> None:
+        """Score a sampled copy on the challenger after the answer is on its way."""
+        if random.random() * 100.0 >= route.challenger_weight:
+            return
+        task = asyncio.get_running_loop().create_task(self._shadow(route, batch, champion))
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, route: ModelRoute, batch: np.ndarray, champion: np.ndarray) -> None:
+        started = time.perf_counter()
+        window = self._window(route.name, route.challenger)
+        try:
+            bundle = await self._load_model(route.name)
+            scores = (await bundle.get(route.challenger)).predict(batch)
+        except Exception as error:  # a failing shadow never touches the answer
+            logger.warning("shadow scoring %s v%s failed: %s", route.name, route.challenger, error)
+            window.record((time.perf_counter() - started) * 1000.0, error=True)
+            return
+        window.record((time.perf_counter() - started) * 1000.0, scores)
+        window.compare(champion, scores)
 
     async def _predict(self, model: OnnxModel, batch: np.ndarray) -> np.ndarray:
         if batch.shape[0] > THREAD_ROWS:
@@ -293,6 +367,26 @@ class ScoringPool:
     async def _admin_models(self, request: Request, found: http.Match) -> Response:
         return _json(await self._controller.status.remote())
 
+    async def _admin_canary(self, request: Request, found: http.Match) -> Response:
+        auth.require_admin(request.headers.get("authorization"), self._admin_token)
+        payload = v2.parse_json(await self._read_body(request))
+        weight = payload.get("weight") if isinstance(payload, dict) else None
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not 0 <= weight <= 100
+        ):
+            raise BadRequest("the body needs a 'weight' between 0 and 100 (percent)")
+        return _admin_answer(await self._controller.set_weight.remote(found.name, float(weight)))
+
+    async def _admin_promote(self, request: Request, found: http.Match) -> Response:
+        auth.require_admin(request.headers.get("authorization"), self._admin_token)
+        return _admin_answer(await self._controller.promote.remote(found.name))
+
+    async def _admin_rollback(self, request: Request, found: http.Match) -> Response:
+        auth.require_admin(request.headers.get("authorization"), self._admin_token)
+        return _admin_answer(await self._controller.rollback.remote(found.name))
+
     async def _admin_history(self, request: Request, found: http.Match) -> Response:
         return _json(
             {"model": found.name, "events": await self._controller.history.remote(found.name)}
@@ -303,6 +397,11 @@ def _json(content: Any, status: int = 200) -> Response:
     return Response(
         orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS), status_code=status, media_type=JSON
     )
+
+
+def _admin_answer(outcome: tuple[int, str]) -> Response:
+    status, message = outcome
+    return _json({"message": message} if status < 400 else {"error": message}, status)
 
 
 def _error_body(message: str) -> bytes:

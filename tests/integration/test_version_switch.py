@@ -2,63 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from pathlib import Path
 
-import aiohttp
 from mlflow import MlflowClient
 
 from serve_app.registry.seed import DEMO_MODELS, seed_model
 from tests.conftest import wait_until
-from tests.integration.helpers import call, v2_payload
+from tests.integration.helpers import Traffic, call, v2_payload
 
 SWITCH_BUDGET_S = 15.0
-
-
-async def _load(url: str, stop: threading.Event, results: list, workers: int = 8) -> None:
-    payload = v2_payload()
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        while not stop.is_set():
-            try:
-                async with session.post(url, json=payload) as answer:
-                    await answer.read()
-                    results.append(
-                        (time.monotonic(), answer.status, answer.headers.get("x-model-version"))
-                    )
-            except aiohttp.ClientError as error:
-                results.append((time.monotonic(), repr(error), None))
-
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        await asyncio.gather(*(worker(session) for _ in range(workers)))
 
 
 def test_new_champion_served_within_budget_with_no_failed_request(service):
     name = DEMO_MODELS[10]
     old = service.registry.sweep()[name].aliases["champion"]
     new = seed_model(service.registry, name, alias=None, salt="retrained")
-    stop, results = threading.Event(), []
-    loader = threading.Thread(
-        target=asyncio.run, args=(_load(f"{service.url}/v2/models/{name}/infer", stop, results),)
-    )
-    loader.start()
-    try:
+    with Traffic(service.url, name) as traffic:
         time.sleep(2.0)
         moved_at = time.monotonic()
         service.registry.set_alias(name, "champion", new)
         first_new = wait_until(
-            lambda: next((t for t, _, v in results if v == str(new)), None),
+            lambda: next((t for t, _, v in traffic.results if v == str(new)), None),
             timeout=SWITCH_BUDGET_S + 5,
             interval=0.1,
             what="the new version to answer",
         )
         time.sleep(2.0)
-    finally:
-        stop.set()
-        loader.join(timeout=30)
-    failed = [r for r in results if r[1] != 200]
+    results = traffic.results
+    failed = traffic.failures
     assert not failed, f"{len(failed)} failed requests during the switch, e.g. {failed[:3]}"
     assert first_new - moved_at < SWITCH_BUDGET_S
     last_old = max(t for t, _, v in results if v == str(old))

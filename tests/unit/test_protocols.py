@@ -135,7 +135,7 @@ def test_v2_response_and_metadata():
 
 
 def decode_mlflow(payload) -> np.ndarray:
-    return mlflow_scoring.decode_request(orjson.dumps(payload), FEATURES, max_rows=100)
+    return mlflow_scoring.decode_request(orjson.dumps(payload), FEATURES, max_rows=100).batch
 
 
 @pytest.mark.parametrize(

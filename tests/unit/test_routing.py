@@ -64,27 +64,36 @@ def test_weight_bounds():
     assert {canary(0.0).choose(str(k)) for k in range(100)} == {1}
 
 
+def table_of(*routes: ModelRoute) -> RoutingTable:
+    return RoutingTable().with_routes({r.name: r for r in routes}, ())
+
+
 def test_table_updates_are_copies_with_new_revisions():
-    table = RoutingTable()
-    one = table.with_route(ModelRoute("m", 1, FEATURES))
-    two = one.with_route(ModelRoute("m", 2, FEATURES))
-    assert (table.revision, one.revision, two.revision) == (0, 1, 2)
+    one = table_of(ModelRoute("m", 1, FEATURES))
+    two = one.with_routes({"m": ModelRoute("m", 2, FEATURES)}, ())
+    assert (one.revision, two.revision) == (1, 2)
     assert one.get("m").champion == 1 and two.get("m").champion == 2
     assert one.changed_models(two) == {"m"}
-    assert two.without({"m"}).routes == {} and two.without({"x"}) is two
-    assert two.with_hot(("m",)).hot == ("m",) and two.with_hot(()) is two
+    assert two.with_routes(dict(two.routes), ()) is two, "no change, no new revision"
+    assert two.with_routes(dict(two.routes), ("m",)).hot == ("m",)
+    assert RoutingTable().with_routes({}, ()).revision == 1, "an empty first table is still news"
+
+
+def test_standby_and_challenger_are_kept_open_but_standby_never_answers():
+    route = ModelRoute("m", 2, FEATURES, challenger=3, challenger_weight=0.0, standby=1)
+    assert route.versions == (2, 3, 1)
+    assert {route.choose(str(k)) for k in range(500)} == {2}
 
 
 def test_plan_loads_new_champions_and_skips_broken_and_current():
-    table = RoutingTable().with_route(ModelRoute("a", 1, FEATURES))
+    table = table_of(ModelRoute("a", 1, FEATURES))
     todo = plan(table, {"a": 1, "b": 4, "c": 2}, {"a", "b", "c"}, broken={("c", 2)})
     assert todo.to_load == {"b": 4}
     assert todo.to_drop == set()
 
 
 def test_plan_drops_deleted_models_but_keeps_models_without_alias():
-    table = RoutingTable().with_route(ModelRoute("a", 1, FEATURES))
-    table = table.with_route(ModelRoute("gone", 1, FEATURES))
+    table = table_of(ModelRoute("a", 1, FEATURES), ModelRoute("gone", 1, FEATURES))
     todo = plan(table, {}, registered={"a"}, broken=set())
     assert todo.to_drop == {"gone"} and todo.to_load == {}
     assert plan(table, {"a": 1}, {"a", "gone"}, set()).empty

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from serve_app.registry.seed import FEATURES, roc_auc, synthetic_transactions, train_booster
+from serve_app.core.stats import roc_auc
+from serve_app.registry.seed import FEATURES, synthetic_transactions, train_booster
 from serve_app.runtime.convert import (
     ConversionError,
     booster_to_onnx,

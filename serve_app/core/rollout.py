@@ -1,0 +1,152 @@
+"""The rollout state machine: gate → canary steps (or shadow) → promote, or roll back.
+
+Pure: the control actor feeds it evaluation results and traffic windows and carries out
+what it decides (weights, registry aliases, events). State is a small frozen record that
+the control actor persists as a registered-model tag, so a restart resumes the step it
+was on instead of starting traffic over.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+
+from serve_app.core.stats import VersionWindow, psi
+from serve_app.settings import RolloutPolicy
+
+CANARY, SHADOW, MANUAL = "canary", "shadow", "manual"
+PHASES = ("idle", CANARY, SHADOW, MANUAL)  # values of the rollout-state gauge
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """A version scored on the model's registered evaluation set."""
+
+    auc: float
+    recall: float  # at the champion's alert rate
+    p99_ms: float  # single-row scoring latency
+
+
+def gate(policy: RolloutPolicy, champion: EvalResult, candidate: EvalResult) -> str | None:
+    """The reason to reject a candidate before it sees traffic, or None to admit it."""
+    if candidate.auc < champion.auc - policy.gate_auc_margin:
+        return (
+            f"AUC {candidate.auc:.4f} is below the champion's {champion.auc:.4f} "
+            f"by more than {policy.gate_auc_margin}"
+        )
+    if candidate.recall < champion.recall - policy.gate_recall_margin:
+        return (
+            f"recall at the champion's alert rate {candidate.recall:.4f} is below the "
+            f"champion's {champion.recall:.4f} by more than {policy.gate_recall_margin}"
+        )
+    if candidate.p99_ms > policy.gate_latency_budget_ms:
+        return (
+            f"single-row p99 {candidate.p99_ms:.2f} ms exceeds the budget of "
+            f"{policy.gate_latency_budget_ms} ms"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    model: str
+    candidate: int
+    champion: int
+    phase: str  # canary | shadow | manual
+    step: int  # index into policy.steps (canary)
+    weight: float  # percent of traffic (canary, manual) or copied (shadow)
+    step_started_at: float
+
+    @classmethod
+    def start(cls, model: str, candidate: int, champion: int, policy: RolloutPolicy, now: float):
+        if policy.mode == SHADOW:
+            return cls(model, candidate, champion, SHADOW, 0, policy.shadow_sample_percent, now)
+        return cls(model, candidate, champion, CANARY, 0, policy.steps[0], now)
+
+    def at_step(self, step: int, policy: RolloutPolicy, now: float) -> Rollout:
+        return replace(self, step=step, weight=policy.steps[step], step_started_at=now)
+
+    def manual(self, weight: float, now: float) -> Rollout:
+        return replace(self, phase=MANUAL, weight=weight, step_started_at=now)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Rollout:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class Hold:
+    pass
+
+
+@dataclass(frozen=True)
+class Advance:
+    step: int
+
+
+@dataclass(frozen=True)
+class Promote:
+    pass
+
+
+@dataclass(frozen=True)
+class RollBack:
+    reason: str
+    kind: str  # error_rate | latency | drift: a bounded metric label
+
+
+Decision = Hold | Advance | Promote | RollBack
+
+
+def guard_breach(
+    policy: RolloutPolicy, champion: VersionWindow, challenger: VersionWindow
+) -> RollBack | None:
+    """Challenger against champion over the same window, once the challenger has samples."""
+    if challenger.requests < policy.guard_min_requests:
+        return None
+    if challenger.error_rate > champion.error_rate + policy.guard_max_error_rate_delta:
+        return RollBack(
+            f"error rate {challenger.error_rate:.2%} vs the champion's {champion.error_rate:.2%}",
+            "error_rate",
+        )
+    limit = champion.p99_ms() * policy.guard_max_p99_ratio + policy.guard_p99_slack_ms
+    if champion.requests and challenger.p99_ms() > limit:
+        return RollBack(
+            f"p99 {challenger.p99_ms():g} ms vs the champion's {champion.p99_ms():g} ms "
+            f"(limit {limit:g} ms)",
+            "latency",
+        )
+    drift = psi(champion.scores, challenger.scores)
+    enough = min(sum(champion.scores), sum(challenger.scores)) >= policy.guard_min_scores
+    if enough and drift > policy.guard_max_psi:
+        return RollBack(
+            f"score distribution drifted from the champion's: PSI {drift:.3f} "
+            f"> {policy.guard_max_psi}",
+            "drift",
+        )
+    return None
+
+
+def evaluate(
+    rollout: Rollout,
+    policy: RolloutPolicy,
+    now: float,
+    champion: VersionWindow,
+    challenger: VersionWindow,
+) -> Decision:
+    """What to do with a running rollout given the current step's traffic."""
+    breach = guard_breach(policy, champion, challenger)
+    if breach is not None:
+        return breach
+    if rollout.phase != CANARY:
+        return Hold()  # shadow and manual rollouts move only on an operator's word
+    if now - rollout.step_started_at < policy.step_dwell_s:
+        return Hold()
+    if challenger.requests < policy.step_min_requests:
+        return Hold()
+    if rollout.step + 1 < len(policy.steps):
+        return Advance(rollout.step + 1)
+    return Promote()
