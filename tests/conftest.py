@@ -17,6 +17,7 @@ ADMIN_TOKEN = "integration-admin-token"
 os.environ["SERVE_APP_ADMIN_TOKEN"] = ADMIN_TOKEN  # replicas inherit the driver's environment
 
 TEST_HTTP_PORT = 8123  # outside Ray's worker port range (10002-19999)
+METRICS_EXPORT_PORT = 8129  # Ray's Prometheus endpoint for this session's node
 POLL_INTERVAL_S = 0.5
 
 
@@ -61,7 +62,13 @@ def seeded_home(tmp_path_factory) -> Path:
 def ray_cluster() -> Iterator[None]:
     import ray
 
-    ray.init(address="local", include_dashboard=False, num_cpus=2, logging_level="WARNING")
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        num_cpus=2,
+        logging_level="WARNING",
+        _metrics_export_port=METRICS_EXPORT_PORT,
+    )
     yield
     ray.shutdown()
 

@@ -367,6 +367,7 @@ class Controller:
     async def sync(
         self,
         replica: str,
+        node: str,
         loaded: list[str],
         traffic: dict[str, int],
         windows: dict[str, dict[int, VersionWindow]],
@@ -378,7 +379,7 @@ class Controller:
         A table not yet filled from the registry is never handed out: a restarted
         controller must not empty the replicas' tables while it takes its first sweep.
         """
-        self.report_loaded(replica, loaded)
+        self.report_loaded(replica, node, loaded)
         self._traffic.update(traffic)
         for name, by_version in windows.items():
             if name in self._windows:
@@ -393,8 +394,8 @@ class Controller:
                 return None
         return self._table
 
-    def report_loaded(self, replica: str, loaded: list[str]) -> None:
-        self._replicas[replica] = {"loaded": sorted(loaded), "seen": time.time()}
+    def report_loaded(self, replica: str, node: str, loaded: list[str]) -> None:
+        self._replicas[replica] = {"loaded": sorted(loaded), "node": node, "seen": time.time()}
 
     async def artifact(self, name: str, version: int) -> ModelArtifact | str | None:
         """A checked version's bytes; None if it does not exist, a reason if it is unusable."""
@@ -479,7 +480,9 @@ class Controller:
             "registry_uri": self._settings.registry.tracking_uri,
             "table_revision": self._table.revision,
             "last_poll": self._last_poll,
-            "replicas": {r: {"loaded": len(i["loaded"])} for r, i in live.items()},
+            "replicas": {
+                r: {"loaded": len(i["loaded"]), "node": i["node"]} for r, i in live.items()
+            },
             "models": models,
         }
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
@@ -85,9 +86,8 @@ class ModelVersions:
             self._on_evict(self.name)
 
 
-@serve.deployment(
-    logging_config={"enable_access_log": False}
-)  # a log line per row costs more than scoring it
+# No access log: writing a line per request costs more than scoring the row.
+@serve.deployment(logging_config={"enable_access_log": False})
 class ScoringPool:
     def __init__(self, controller: DeploymentHandle) -> None:
         self._controller = controller
@@ -97,6 +97,7 @@ class ScoringPool:
         self._traffic: Counter[str] = Counter()
         self._metrics = PoolMetrics()
         self._replica_id = serve.get_replica_context().replica_id.unique_id
+        self._node_id = ray.get_runtime_context().get_node_id()
         self._load_model: Callable[[str], Awaitable[ModelVersions]] | None = None
         self._sync_task: asyncio.Task | None = None
         self._first_table = asyncio.Event()
@@ -144,7 +145,7 @@ class ScoringPool:
 
     def _report_loaded(self) -> None:
         """Tell the controller at once (fire and forget), so placement in status is fresh."""
-        self._controller.report_loaded.remote(self._replica_id, list(self._loaded))
+        self._controller.report_loaded.remote(self._replica_id, self._node_id, list(self._loaded))
 
     async def _fetch(self, name: str, version: int) -> ModelArtifact:
         found = await self._controller.artifact.remote(name, version)
@@ -162,6 +163,7 @@ class ScoringPool:
                 windows, self._windows = self._windows, {}
                 table = await self._controller.sync.remote(
                     self._replica_id,
+                    self._node_id,
                     list(self._loaded),
                     traffic,
                     windows,
@@ -357,7 +359,7 @@ class ScoringPool:
             await self._fetch(route.name, version)
         return _json({"name": route.name, "version": str(version), "ready": True})
 
-    def _route_and_version(self, found: http.Match):
+    def _route_and_version(self, found: http.Match) -> tuple[ModelRoute, int]:
         route = self._table.get(found.name or "")
         if route is None:
             raise NotFound(f"model '{found.name}' is not served")

@@ -4,11 +4,8 @@ deployed again under load."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,10 +13,9 @@ import pytest
 import yaml
 
 from tests.conftest import http_ready, wait_until
+from tests.e2e.up import BIN, ROOT, serve_app_up, user_env
 from tests.integration.helpers import call, v2_payload
 
-ROOT = Path(__file__).parents[2]
-BIN = Path(sys.executable).parent
 UP_PORT = 8124
 DEPLOY_PORT = 8125
 DASHBOARD_PORT = 8275
@@ -32,34 +28,7 @@ def project_dir(tmp_path_factory) -> Path:
 
 
 def test_serve_app_up_seeds_serves_and_stops_on_ctrl_c(project_dir):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    env.pop("SERVE_APP_HOME", None)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    process = subprocess.Popen(
-        [
-            str(BIN / "serve-app"),
-            "--config",
-            str(ROOT / "configs/serve_config.yaml"),
-            "up",
-            "--port",
-            str(UP_PORT),
-        ],
-        cwd=project_dir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
-    reader.start()
-    try:
-        wait_until(
-            lambda: any("Ctrl-C to stop" in line for line in lines),
-            timeout=300,
-            interval=1,
-            what="serve-app up to become ready",
-        )
+    with serve_app_up(project_dir, UP_PORT, env=user_env()) as lines:
         output = "".join(lines)
         assert re.search(r"\[54/54\] fraud-\S+ v1 registered", output), output[-2000:]
         ready = re.search(r"serve-app is ready: (\d+) models", output)
@@ -71,12 +40,6 @@ def test_serve_app_up_seeds_serves_and_stops_on_ctrl_c(project_dir):
         assert '"model_name":"fraud-card-eu"' in scored.stdout, scored.stdout + scored.stderr
         assert re.search(r'"data":\[0\.\d+', scored.stdout)
         assert (project_dir / ".serve-app" / "mlflow.db").is_file()
-    finally:
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=90)
-    assert code == 0
-    assert "shutting down" in "".join(lines)
-    assert not http_ready(f"http://127.0.0.1:{UP_PORT}")
 
 
 def _ray(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -92,8 +55,7 @@ def test_serve_deploy_config_then_settings_change_under_load(project_dir):
     config["http_options"]["port"] = DEPLOY_PORT
     config_file = project_dir / "serve_config.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
-    env.pop("SERVE_APP_HOME", None)
+    env = user_env(RAY_AUTH_MODE="disabled")
     started = subprocess.run(
         [
             str(BIN / "ray"),

@@ -1,0 +1,124 @@
+"""serve-app against a real `mlflow server` over HTTP, backed by PostgreSQL when the
+machine has its server binaries (sqlite otherwise): seed through the server, then `up`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.e2e.up import BIN, CLI, serve_app_up, user_env
+from tests.integration.helpers import call, v2_payload
+
+MLFLOW_PORT = 8177
+POSTGRES_PORT = 8178
+UP_PORT = 8126
+
+
+def _run(*command: str) -> None:
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def backend_store() -> str:
+    if not (shutil.which("initdb") and shutil.which("pg_ctl") and shutil.which("runuser")):
+        folder = Path(tempfile.mkdtemp(prefix="serve-app-mlflow-db-"))
+        yield f"sqlite:///{folder / 'mlflow.db'}"
+        return
+    folder = Path(tempfile.mkdtemp(prefix="serve-app-pg-"))
+    folder.chmod(0o755)
+    shutil.chown(folder, "postgres")
+    as_postgres = ("runuser", "-u", "postgres", "--")
+    _run(*as_postgres, "initdb", "-D", f"{folder}/db", "-U", "postgres", "-A", "trust")
+    options = f"-p {POSTGRES_PORT} -k {folder} -c listen_addresses=127.0.0.1"
+    _run(
+        *as_postgres,
+        "pg_ctl",
+        "-D",
+        f"{folder}/db",
+        "-o",
+        options,
+        "-l",
+        f"{folder}/log",
+        "-w",
+        "start",
+    )
+    try:
+        _run(*as_postgres, "createdb", "-h", "127.0.0.1", "-p", str(POSTGRES_PORT), "mlflow")
+        yield f"postgresql://postgres@127.0.0.1:{POSTGRES_PORT}/mlflow"
+    finally:
+        _run(*as_postgres, "pg_ctl", "-D", f"{folder}/db", "-m", "fast", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(backend_store, tmp_path_factory):
+    artifacts = tmp_path_factory.mktemp("server-artifacts")
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    process = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            backend_store,
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(MLFLOW_PORT),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{MLFLOW_PORT}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, timeout=120, interval=1, what="mlflow server")
+        yield url, artifacts
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_seed_and_serve_from_a_tracking_server(mlflow_server, tmp_path):
+    url, server_artifacts = mlflow_server
+    env = user_env(MLFLOW_TRACKING_URI=url)
+    seeded = subprocess.run(
+        [*CLI, "seed", "--count", "3"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    assert "seeded 3 model(s)" in seeded.stdout
+    assert list(server_artifacts.rglob("model.onnx")), "artifacts must live in the server's store"
+    assert not (tmp_path / ".serve-app" / "artifacts").exists() or not list(
+        (tmp_path / ".serve-app" / "artifacts").rglob("model.onnx")
+    )
+
+    service = f"http://127.0.0.1:{UP_PORT}"
+    with serve_app_up(tmp_path, UP_PORT, "--no-seed", env=env) as lines:
+        assert f"registry: {url}" in "".join(lines)
+        status, answer, headers = call(f"{service}/v2/models/fraud-card-eu/infer", v2_payload())
+        assert status == 200 and headers["x-model-version"] == "1", answer
+        assert call(f"{service}/admin/models")[1]["registry_uri"] == url
