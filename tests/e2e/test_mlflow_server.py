@@ -51,7 +51,7 @@ def backend_store() -> str:
     )
     try:
         _run(*as_postgres, "createdb", "-h", "127.0.0.1", "-p", str(POSTGRES_PORT), "mlflow")
-        yield f"postgresql://postgres@127.0.0.1:{POSTGRES_PORT}/mlflow"
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{POSTGRES_PORT}/mlflow"
     finally:
         _run(*as_postgres, "pg_ctl", "-D", f"{folder}/db", "-m", "fast", "stop")
         shutil.rmtree(folder, ignore_errors=True)
@@ -60,6 +60,7 @@ def backend_store() -> str:
 @pytest.fixture(scope="module")
 def mlflow_server(backend_store, tmp_path_factory):
     artifacts = tmp_path_factory.mktemp("server-artifacts")
+    log = artifacts.parent / "mlflow-server.log"
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     process = subprocess.Popen(
         [
@@ -78,8 +79,8 @@ def mlflow_server(backend_store, tmp_path_factory):
             "1",
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{MLFLOW_PORT}"
 
@@ -91,7 +92,8 @@ def mlflow_server(backend_store, tmp_path_factory):
             return False
 
     try:
-        wait_until(healthy, timeout=120, interval=1, what="mlflow server")
+        wait_until(lambda: healthy() or process.poll() is not None, 120, 1, "mlflow server")
+        assert healthy(), f"mlflow server did not start:\n{log.read_text()[-3000:]}"
         yield url, artifacts
     finally:
         process.terminate()
