@@ -130,6 +130,20 @@ def guard_breach(
     return None
 
 
+def _guards_could_judge(
+    policy: RolloutPolicy, rollout: Rollout, champion: VersionWindow, challenger: VersionWindow
+) -> bool:
+    """A step may only pass once its guards had enough traffic to fail it.
+
+    At 100% the champion sees no traffic, so only the challenger's own numbers count.
+    """
+    if challenger.requests < policy.guard_min_requests:
+        return False
+    if rollout.weight >= 100.0:
+        return True
+    return min(sum(champion.scores), sum(challenger.scores)) >= policy.guard_min_scores
+
+
 def evaluate(
     rollout: Rollout,
     policy: RolloutPolicy,
@@ -145,7 +159,9 @@ def evaluate(
         return Hold()  # shadow and manual rollouts move only on an operator's word
     if now - rollout.step_started_at < policy.step_dwell_s:
         return Hold()
-    if challenger.requests < policy.step_min_requests:
+    if challenger.requests < policy.step_min_requests or not _guards_could_judge(
+        policy, rollout, champion, challenger
+    ):
         return Hold()
     if rollout.step + 1 < len(policy.steps):
         return Advance(rollout.step + 1)

@@ -87,8 +87,10 @@ def event(service, name: str, kind: str, version: int | None = None) -> dict | N
 def gate_verdict(service, name: str, version: int) -> dict:
     """The gate's event for `version`: it must have passed."""
     verdict = wait_until(
-        lambda: event(service, name, "gate_passed", version)
-        or event(service, name, "gate_rejected", version),
+        lambda: (
+            event(service, name, "gate_passed", version)
+            or event(service, name, "gate_rejected", version)
+        ),
         timeout=30,
         what="the gate",
     )
@@ -152,7 +154,13 @@ def test_bad_candidate_is_rejected_by_the_gate_and_never_answers(service, tmp_pa
 
 def test_shifted_scores_under_live_traffic_roll_back_automatically(service, tmp_path):
     name = DEMO_MODELS[22]
-    policy = {**FAST, "steps": [50, 100], "step_dwell_s": 120, "gate_auc_margin": 0.05}
+    policy = {
+        **FAST,
+        "steps": [50, 100],
+        "step_dwell_s": 120,
+        "gate_auc_margin": 0.05,
+        "guard_min_scores": 200,
+    }
     service.registry.set_model_tag(name, POLICY_TAG, json.dumps(policy))
     with Traffic(service.url, name, eval_rows(service, name)) as traffic:
         shifted = register_challenger(service, tmp_path, name, scale_pos_weight=400)
@@ -220,6 +228,7 @@ def test_manual_canary_sticky_split_restart_promote_and_rollback(service, tmp_pa
 
     keys = [f"card-{i}" for i in range(600)]
     first, second = versions_for(keys), versions_for(keys)
+    assert not event(service, name, "rolled_back", new), history(service, name)
     assert first == second, "a routing key moved between versions"
     share = sum(v == str(new) for v in first.values()) / len(keys) * 100
     assert abs(share - 30) < 6, share

@@ -31,9 +31,12 @@ def test_gate_admits_an_equal_candidate_and_names_each_failure():
 def test_canary_walks_steps_after_dwell_and_requests_then_promotes():
     r = Rollout.start("m", 2, 1, POLICY, now=0.0)
     assert (r.phase, r.weight) == ("canary", 5.0)
-    healthy = (window(100), window(30))
+    healthy = (window(100), window(60))
     assert machine.evaluate(r, POLICY, 5.0, *healthy) == machine.Hold(), "dwell not over"
     assert machine.evaluate(r, POLICY, 11.0, window(100), window(10)) == machine.Hold(), "too few"
+    assert machine.evaluate(r, POLICY, 11.0, window(30), window(30)) == machine.Hold(), (
+        "the drift guard has not had enough scores to judge the step"
+    )
     assert machine.evaluate(r, POLICY, 11.0, *healthy) == machine.Advance(1)
     r = r.at_step(1, POLICY, now=11.0)
     assert r.weight == 50.0
