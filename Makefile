@@ -17,7 +17,7 @@ up: install  ## seed demo models on first run, start Ray and serve on :8000 unti
 	$(BIN)/serve-app up
 
 test: install  ## the whole suite: unit, e2e, integration and deployment checks
-	$(BIN)/ruff check serve_app tests
+	$(BIN)/ruff check serve_app tests benchmarks
 	$(BIN)/python -m pytest
 
 bench: install

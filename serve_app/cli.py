@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -86,8 +89,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from serve_app.serving.app import build_app
 
     address = os.environ.get("RAY_ADDRESS") or "local"
+    haproxy_dir = None
     if address == "local" and not args.default_ingress:
-        for key, value in FAST_INGRESS_ENV.items():
+        haproxy_dir = tempfile.mkdtemp(prefix="sa-haproxy-")
+        for key, value in {**FAST_INGRESS_ENV, **_haproxy_private_files(haproxy_dir)}.items():
             os.environ.setdefault(key, value)
     print(f"starting Ray ({'local cluster' if address == 'local' else address}) ...")
     ray.init(address=address, include_dashboard=False, logging_level="WARNING")
@@ -108,7 +113,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
+        if haproxy_dir:
+            shutil.rmtree(haproxy_dir, ignore_errors=True)
     return 0
+
+
+def _haproxy_private_files(folder: str) -> dict[str, str]:
+    """Per-run HAProxy files and ports, so that two instances on one machine do not collide.
+
+    HAProxy appends a 56-character node id to socket names, which must stay under ~97
+    characters: hence a short folder under /tmp.
+    """
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{folder}/haproxy.cfg",
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{folder}/metrics.sock",
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _wait_ready(url: str) -> int:

@@ -16,23 +16,10 @@ import numpy as np
 import pandas as pd
 
 from serve_app.core.stats import roc_auc
+from serve_app.registry.features import FEATURES
 from serve_app.registry.mlflow_registry import CHAMPION, LABEL_COLUMN, Registry
 from serve_app.runtime.convert import convert_checked
 
-FEATURES = (
-    "amount",
-    "hour",
-    "merchant_risk",
-    "txn_count_1h",
-    "txn_count_24h",
-    "avg_amount_30d",
-    "account_age_days",
-    "distance_from_home_km",
-    "is_foreign",
-    "card_present",
-    "device_risk",
-    "velocity_ratio",
-)
 PRODUCTS = ("card", "transfer", "wallet", "p2p", "ecommerce", "atm", "ach", "crypto", "loan")
 REGIONS = ("eu", "us", "uk", "apac", "latam", "mena")
 DEMO_MODELS = tuple(f"fraud-{p}-{r}" for p in PRODUCTS for r in REGIONS)

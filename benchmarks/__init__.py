@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of serve-app and its peers: `python -m benchmarks.run [--quick]`."""

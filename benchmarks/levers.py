@@ -1,0 +1,130 @@
+"""Issue 4's levers for serve-app, each measured with the same load:
+
+    python -m benchmarks.levers [--rounds 2] [--duration 10] [--only haproxy]
+
+Ingress (Serve's proxy or HAProxy with the model-id header hash), RAY_SERVE_THROUGHPUT_
+OPTIMIZED, the client sending `serve_multiplexed_model_id` or not, and 1 or 2 pool
+replicas (a fixed count, so that autoscaling does not change it mid-run). Writes
+results/levers.md and results/levers.json (--out); run.py uses the winner (peers.BEST_VARIANT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import yaml
+
+from benchmarks import run
+from benchmarks.measure import Plan, measure_peer
+from benchmarks.peers import (
+    HAPROXY,
+    REPO_DIR,
+    THROUGHPUT_OPTIMIZED,
+    ServeAppVariant,
+    Workspace,
+    serve_app,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def replicas_config(ws: Workspace, replicas: int) -> Path:
+    """configs/serve_config.yaml with a fixed pool size."""
+    source = (ws.src or REPO_DIR) / "configs" / "serve_config.yaml"
+    document = yaml.safe_load(source.read_text())
+    pool = document["applications"][0]["args"]["pool"]
+    pool["min_replicas"] = pool["max_replicas"] = replicas
+    path = ws.root / "configs" / f"replicas-{replicas}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def variants(ws: Workspace) -> list[ServeAppVariant]:
+    one, two = replicas_config(ws, 1), replicas_config(ws, 2)
+    fast = {**HAPROXY, **THROUGHPUT_OPTIMIZED}
+    return [
+        ServeAppVariant("proxy 1r", one, {}, header=False),
+        ServeAppVariant("proxy 1r hdr", one, {}, header=True),
+        ServeAppVariant("proxy 2r hdr", two, {}, header=True),
+        ServeAppVariant("throughput-opt 1r hdr", one, THROUGHPUT_OPTIMIZED, header=True),
+        ServeAppVariant("haproxy 1r hdr", one, HAPROXY, header=True),
+        ServeAppVariant("haproxy 2r hdr", two, HAPROXY, header=True),
+        ServeAppVariant("haproxy 2r", two, HAPROXY, header=False),
+        ServeAppVariant("haproxy+tput 1r hdr", one, fast, header=True),
+        ServeAppVariant("haproxy+tput 2r hdr", two, fast, header=True),
+        ServeAppVariant("haproxy+tput 2r", two, fast, header=False),
+    ]
+
+
+def _median(values: list[float | None]) -> float | None:
+    found = [v for v in values if v is not None]
+    return round(statistics.median(found), 2) if found else None
+
+
+def summarize(label: str, rounds: list[dict]) -> dict:
+    def pick(point: str, key: str) -> float | None:
+        return _median([r.get("points", {}).get(point, {}).get(key) for r in rounds])
+
+    return {
+        "variant": label,
+        "c1_p50_ms": pick("c1", "p50_ms"),
+        "c1_p99_ms": pick("c1", "p99_ms"),
+        "c16_rps": pick("c16", "requests_per_s"),
+        "c16_p50_ms": pick("c16", "p50_ms"),
+        "c16_p99_ms": pick("c16", "p99_ms"),
+        "cpu_ms_per_req": pick("c16", "server_cpu_ms_per_request"),
+        "idle_cpu_pct": _median([r.get("idle_cpu_pct") for r in rounds]),
+        "cold_start_ms": _median([r.get("cold_start", {}).get("cold_start_ms") for r in rounds]),
+        "errors": sum(p.get("errors", 0) for r in rounds for p in r.get("points", {}).values()),
+        "rounds": len(rounds),
+        "failures": [r["error"] for r in rounds if "error" in r],
+    }
+
+
+def markdown(rows: list[dict], variants_by_label: dict[str, ServeAppVariant]) -> str:
+    head = "| variant | c1 p50 ms | c1 p99 ms | c16 req/s | c16 p50 ms | c16 p99 ms "
+    head += "| CPU ms/req | idle CPU % | cold start ms | errors |\n" + "|---" * 10 + "|\n"
+    lines = [
+        f"| {r['variant']} | {r['c1_p50_ms']} | {r['c1_p99_ms']} | {r['c16_rps']} | "
+        f"{r['c16_p50_ms']} | {r['c16_p99_ms']} | {r['cpu_ms_per_req']} | "
+        f"{r['idle_cpu_pct']} | {r['cold_start_ms']} | {r['errors']} |"
+        for r in rows
+    ]
+    legend = "\n".join(f"- {k}: {v.description}" for k, v in variants_by_label.items())
+    return head + "\n".join(lines) + f"\n\nMedians over rounds. Variants:\n{legend}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--only", help="run the variants whose label contains this")
+    parser.add_argument("--src", type=Path, help="benchmark the serve_app package in SRC")
+    parser.add_argument("--out", default="levers", help="results/OUT.{md,json}")
+    args = parser.parse_args(argv)
+    ws, progress = run.workspace(args.src, None), run.Progress()
+    run.prepare_registry(ws, progress)
+    chosen = [v for v in variants(ws) if not args.only or args.only in v.label]
+    plan = Plan(duration_s=args.duration, warmup_s=args.warmup)
+    raw: dict[str, list[dict]] = {v.label: [] for v in chosen}
+    for round_index in range(args.rounds):
+        for variant in chosen:
+            progress(f"round {round_index + 1}/{args.rounds}: {variant.label}")
+            peer = serve_app(ws, variant)
+            raw[variant.label].append(measure_peer(peer, plan, progress, with_batch=False))
+    rows = [summarize(label, rounds) for label, rounds in raw.items()]
+    table = markdown(rows, {v.label: v for v in chosen})
+    print("\n" + table)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.out}.md").write_text(f"# serve-app levers\n\n{table}")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"summary": rows, "raw": raw}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

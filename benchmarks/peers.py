@@ -1,0 +1,236 @@
+"""The servers compared: how to install, start and address each one.
+
+Ports 8300-8399 only (clear of Serve's 8000, the dashboard, Redis and Ray's worker range).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.payloads import Kind
+from benchmarks.servers import Server
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+VENV_BIN = Path(sys.executable).parent
+MLSERVER_REQUIREMENTS = ("mlserver==1.7.1", "mlserver-lightgbm==1.7.1", "uvloop<0.22")
+MULTIPLEX_HEADER = "serve_multiplexed_model_id"
+
+PORTS = {"serve-app": 8300, "fastapi": 8340, "mlserver": 8320, "mlflow": 8330}
+# Ray Serve's fixed side ports (HAProxy stats/metrics, fallback proxy) moved into our range.
+RAY_SIDE_PORTS = {
+    "RAY_SERVE_HAPROXY_STATS_PORT": "8390",
+    "RAY_SERVE_HAPROXY_METRICS_PORT": "8391",
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": "8392",
+    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": "8393",
+}
+# Start/stop housekeeping only (no effect on steady-state numbers): no traffic is left to
+# drain when a benchmark stops serve-app (30 s defaults), and a proxy that takes over 5 s
+# to start on a busy 2-core machine must not be killed (that fails `serve.start`).
+HOUSEKEEPING = {
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S": "1",
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
+}
+HAPROXY = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_HAPROXY_BALANCE_ALGORITHM": f"hdr({MULTIPLEX_HEADER})",
+    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+    "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+}
+THROUGHPUT_OPTIMIZED = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The benchmark's work folder and what every peer is built from."""
+
+    root: Path
+    models: tuple[str, ...]
+    src: Path | None = None  # benchmark the serve_app package found here instead
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.registry.resolve()}/mlflow.db"
+
+    def log(self, name: str) -> Path:
+        slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+        return self.root / "logs" / f"{slug}.log"
+
+    def env(self) -> dict[str, str]:
+        if self.src is None:
+            return {}
+        path = os.pathsep.join(p for p in (str(self.src), os.environ.get("PYTHONPATH")) if p)
+        return {"PYTHONPATH": path}
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One server to benchmark and how the load generator talks to it."""
+
+    label: str
+    server: Server
+    url: str  # loadgen URL template ({model})
+    kind: Kind
+    models: tuple[str, ...]
+    model_header: str | None = None
+    notes: str = ""
+    cold_start: bool = False  # models load on first use: measure it
+
+    @property
+    def base_url(self) -> str:
+        return "/".join(self.url.split("/")[:3])
+
+
+@dataclass(frozen=True)
+class ServeAppVariant:
+    """A serve-app configuration: Serve config file, Ray environment, client header."""
+
+    label: str
+    config: Path
+    env: dict[str, str]
+    header: bool
+
+    @property
+    def description(self) -> str:
+        flags = [k.removeprefix("RAY_SERVE_") + "=" + v for k, v in self.env.items()]
+        return f"{self.config.name}; {' '.join(flags) or 'Serve defaults'}" + (
+            f"; header {MULTIPLEX_HEADER}" if self.header else "; no header"
+        )
+
+
+BEST_VARIANT = ServeAppVariant(
+    "serve-app",
+    BENCH_DIR / "serve_config.bench.yaml",
+    {**HAPROXY, **THROUGHPUT_OPTIMIZED},
+    header=True,
+)
+
+
+def serve_app(ws: Workspace, variant: ServeAppVariant = BEST_VARIANT) -> Peer:
+    port = PORTS["serve-app"]
+    command = [str(VENV_BIN / "serve-app"), "--config", str(variant.config)]
+    command += ["--home", str(ws.registry.resolve()), "up", "--port", str(port), "--no-seed"]
+    server = Server(
+        variant.label,
+        command,
+        f"http://127.0.0.1:{port}/v2/health/ready",
+        ws.log(variant.label),
+        env={
+            **ws.env(),
+            **RAY_SIDE_PORTS,
+            **HOUSEKEEPING,
+            **variant.env,
+            "RAY_AUTH_MODE": "disabled",
+        },
+        cwd=ws.root,
+    )
+    return Peer(
+        variant.label,
+        server,
+        f"http://127.0.0.1:{port}/v2/models/{{model}}/infer",
+        "v2",
+        ws.models,
+        model_header=MULTIPLEX_HEADER if variant.header else None,
+        notes=variant.description,
+        cold_start=True,
+    )
+
+
+def fastapi(ws: Workspace, onnx_dir: Path) -> Peer:
+    port = PORTS["fastapi"]
+    command = [sys.executable, "-m", "benchmarks.fastapi_baseline"]
+    command += ["--models-dir", str(onnx_dir.resolve()), "--port", str(port)]
+    server = Server(
+        "fastapi-ort",
+        command,
+        f"http://127.0.0.1:{port}/v2/health/ready",
+        ws.log("fastapi-ort"),
+        cwd=REPO_DIR,  # `-m benchmarks...`; the baseline imports nothing from serve_app
+        stop_grace_s=10.0,
+    )
+    url = f"http://127.0.0.1:{port}/v2/models/{{model}}/infer"
+    notes = "one uvicorn process, all models in memory, intra_op_num_threads=1"
+    return Peer("fastapi+ort", server, url, "v2", ws.models, notes=notes)
+
+
+def install_mlserver(ws: Workspace, progress: Callable[[str], None]) -> Path:
+    """MLServer in its own virtual environment (its pins clash with Ray's); cached."""
+    venv = ws.root / "mlserver-venv"
+    marker = venv / "installed.txt"
+    wanted = "\n".join(MLSERVER_REQUIREMENTS)
+    if marker.is_file() and marker.read_text() == wanted:
+        return venv
+    progress(f"installing {', '.join(MLSERVER_REQUIREMENTS)} into {venv} (about a minute)")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    log = ws.log("mlserver-install")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "--quiet", *MLSERVER_REQUIREMENTS],
+            check=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    marker.write_text(wanted)
+    return venv
+
+
+def mlserver(ws: Workspace, venv: Path, repository: Path) -> Peer:
+    port = PORTS["mlserver"]
+    home = repository.parent
+    settings = {
+        "debug": False,
+        "host": "127.0.0.1",
+        "http_port": port,
+        "grpc_port": port + 1,
+        "metrics_port": port + 2,
+        "parallel_workers": 0,
+        "load_models_at_startup": True,
+        "model_repository_root": str(repository.resolve()),
+    }
+    (home / "settings.json").write_text(json.dumps(settings, indent=2))
+    server = Server(
+        "mlserver",
+        [str(venv / "bin" / "mlserver"), "start", str(home.resolve())],
+        f"http://127.0.0.1:{port}/v2/health/ready",
+        ws.log("mlserver"),
+        env={"OMP_NUM_THREADS": "1", "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"},
+        cwd=home,
+        stop_grace_s=15.0,
+    )
+    url = f"http://127.0.0.1:{port}/v2/models/{{model}}/infer"
+    notes = "MLServer 1.7.1 + mlserver-lightgbm, parallel_workers 0, OMP_NUM_THREADS=1"
+    return Peer("mlserver-lightgbm", server, url, "mlserver-v2", ws.models, notes=notes)
+
+
+def mlflow_serve(ws: Workspace, model: str = "fraud-card-eu", version: int = 1) -> Peer:
+    port = PORTS["mlflow"]
+    command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{model}/{version}"]
+    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    server = Server(
+        "mlflow-serve",
+        command,
+        f"http://127.0.0.1:{port}/ping",
+        ws.log("mlflow-serve"),
+        env={
+            **ws.env(),
+            "MLFLOW_TRACKING_URI": ws.tracking_uri,
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        },
+        cwd=ws.root,
+        stop_grace_s=15.0,
+    )
+    url = f"http://127.0.0.1:{port}/invocations"
+    notes = f"mlflow models serve, ONE model ({model}), MLflow dataframe_split"
+    return Peer("mlflow-serve (1 model)", server, url, "mlflow", (model,), notes=notes)
