@@ -21,7 +21,7 @@ test: install  ## the whole suite: unit, e2e, integration and deployment checks
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python -m benchmarks.latency
+	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) .serve-app

@@ -1,6 +1,7 @@
 """The servers compared: how to install, start and address each one.
 
-Ports 8300-8399 only (clear of Serve's 8000, the dashboard, Redis and Ray's worker range).
+Ports 8300-8399 only (clear of Serve's 8000, the dashboard, Redis and Ray's worker range);
+each server gets its preferred port, or the next free one when another run holds it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.payloads import Kind
-from benchmarks.servers import Server
+from benchmarks.servers import Server, port_is_free
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -23,13 +24,32 @@ MLSERVER_REQUIREMENTS = ("mlserver==1.7.1", "mlserver-lightgbm==1.7.1", "uvloop<
 MULTIPLEX_HEADER = "serve_multiplexed_model_id"
 
 PORTS = {"serve-app": 8300, "fastapi": 8340, "mlserver": 8320, "mlflow": 8330}
-# Ray Serve's fixed side ports (HAProxy stats/metrics, fallback proxy) moved into our range.
-RAY_SIDE_PORTS = {
-    "RAY_SERVE_HAPROXY_STATS_PORT": "8390",
-    "RAY_SERVE_HAPROXY_METRICS_PORT": "8391",
-    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": "8392",
-    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": "8393",
-}
+PORT_RANGE = range(8300, 8400)
+_handed_out: set[int] = set()
+
+
+def free_port(preferred: int) -> int:
+    """`preferred`, or the next port in PORT_RANGE that is free and not handed out yet."""
+    start = PORT_RANGE.index(preferred)
+    for port in [*PORT_RANGE[start:], *PORT_RANGE[:start]]:
+        if port not in _handed_out and port_is_free(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port in {PORT_RANGE}")
+
+
+def ray_side_ports() -> dict[str, str]:
+    """Ray Serve's fixed fallback-proxy ports, moved into our range (`serve-app up`
+    already gives HAProxy's stats and metrics ports free ones)."""
+    return {
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port(8392)),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port(8393)),
+    }
+
+
+# `serve-app up` turns the fast ingress on unless told otherwise: a variant without it
+# must say so explicitly (the CLI only fills in variables that are not set).
+FAST_INGRESS_OFF = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
 # Start/stop housekeeping only (no effect on steady-state numbers): no traffic is left to
 # drain when a benchmark stops serve-app (30 s defaults), and a proxy that takes over 5 s
 # to start on a busy 2-core machine must not be killed (that fails `serve.start`).
@@ -118,7 +138,7 @@ BEST_VARIANT = ServeAppVariant(
 
 
 def serve_app(ws: Workspace, variant: ServeAppVariant = BEST_VARIANT) -> Peer:
-    port = PORTS["serve-app"]
+    port = free_port(PORTS["serve-app"])
     command = [str(VENV_BIN / "serve-app"), "--config", str(variant.config)]
     command += ["--home", str(ws.registry.resolve()), "up", "--port", str(port), "--no-seed"]
     server = Server(
@@ -128,8 +148,9 @@ def serve_app(ws: Workspace, variant: ServeAppVariant = BEST_VARIANT) -> Peer:
         ws.log(variant.label),
         env={
             **ws.env(),
-            **RAY_SIDE_PORTS,
+            **ray_side_ports(),
             **HOUSEKEEPING,
+            **FAST_INGRESS_OFF,
             **variant.env,
             "RAY_AUTH_MODE": "disabled",
         },
@@ -148,7 +169,7 @@ def serve_app(ws: Workspace, variant: ServeAppVariant = BEST_VARIANT) -> Peer:
 
 
 def fastapi(ws: Workspace, onnx_dir: Path) -> Peer:
-    port = PORTS["fastapi"]
+    port = free_port(PORTS["fastapi"])
     command = [sys.executable, "-m", "benchmarks.fastapi_baseline"]
     command += ["--models-dir", str(onnx_dir.resolve()), "--port", str(port)]
     server = Server(
@@ -187,14 +208,14 @@ def install_mlserver(ws: Workspace, progress: Callable[[str], None]) -> Path:
 
 
 def mlserver(ws: Workspace, venv: Path, repository: Path) -> Peer:
-    port = PORTS["mlserver"]
+    port = free_port(PORTS["mlserver"])
     home = repository.parent
     settings = {
         "debug": False,
         "host": "127.0.0.1",
         "http_port": port,
-        "grpc_port": port + 1,
-        "metrics_port": port + 2,
+        "grpc_port": free_port(port + 1),
+        "metrics_port": free_port(port + 2),
         "parallel_workers": 0,
         "load_models_at_startup": True,
         "model_repository_root": str(repository.resolve()),
@@ -215,7 +236,7 @@ def mlserver(ws: Workspace, venv: Path, repository: Path) -> Peer:
 
 
 def mlflow_serve(ws: Workspace, model: str = "fraud-card-eu", version: int = 1) -> Peer:
-    port = PORTS["mlflow"]
+    port = free_port(PORTS["mlflow"])
     command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{model}/{version}"]
     command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
     server = Server(

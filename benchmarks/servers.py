@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,6 +54,9 @@ class Server:
         return self.process.pid
 
     def start(self) -> None:
+        port = urllib.parse.urlsplit(self.ready_url).port
+        if port is not None and not port_is_free(port):
+            raise ServerError(f"port {port} is taken (another run?): not starting {self.name}")
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -125,6 +130,17 @@ class Server:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self.process = None
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens on `port`, on any interface."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def _answers(url: str) -> bool:

@@ -34,6 +34,9 @@ FAST_INGRESS_ENV = {
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
     "RAY_SERVE_HAPROXY_NBTHREAD": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # HAProxy's manager can take longer than Serve's 5 s default to report ready on a
+    # busy 2-core machine; Ray then kills it and `serve.start` fails.
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
 }
 
 

@@ -4,9 +4,12 @@ deployed again under load."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -42,10 +45,12 @@ def test_serve_app_up_seeds_serves_and_stops_on_ctrl_c(project_dir):
         assert (project_dir / ".serve-app" / "mlflow.db").is_file()
 
 
-def _ray(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=180
-    )
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 def test_serve_deploy_config_then_settings_change_under_load(project_dir):
@@ -56,11 +61,13 @@ def test_serve_deploy_config_then_settings_change_under_load(project_dir):
     config_file = project_dir / "serve_config.yaml"
     config_file.write_text(yaml.safe_dump(config))
     env = user_env(RAY_AUTH_MODE="disabled")
-    started = subprocess.run(
+    # `--block` keeps the head in this process group, so the test stops only its own cluster.
+    head = subprocess.Popen(
         [
             str(BIN / "ray"),
             "start",
             "--head",
+            "--block",
             "--port",
             "6391",
             "--dashboard-port",
@@ -73,14 +80,19 @@ def test_serve_deploy_config_then_settings_change_under_load(project_dir):
         ],
         cwd=project_dir,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
-    assert started.returncode == 0, started.stdout + started.stderr
     dashboard = f"http://127.0.0.1:{DASHBOARD_PORT}"
     url = f"http://127.0.0.1:{DEPLOY_PORT}"
     try:
+        wait_until(
+            lambda: _answers(f"{dashboard}/api/serve/applications/"),
+            timeout=180,
+            interval=1,
+            what="the Ray dashboard",
+        )
         deploy = [str(BIN / "serve"), "deploy", str(config_file), "-a", dashboard]
         done = subprocess.run(
             deploy, cwd=project_dir, env=env, capture_output=True, text=True, timeout=120
@@ -119,4 +131,5 @@ def test_serve_deploy_config_then_settings_change_under_load(project_dir):
             loader.join(timeout=30)
         assert not failures, failures[:3]
     finally:
-        _ray("stop", "--force", env=env)
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=120)
