@@ -80,10 +80,6 @@ class Registry:
             if not token:
                 return found
 
-    def versions(self, name: str) -> list[int]:
-        versions = self.client.search_model_versions(f"name = '{name}'")
-        return sorted(int(v.version) for v in versions)
-
     def fetch(self, name: str, version: int) -> FetchedVersion:
         """Download one version and read its ONNX graph, signature and input example."""
         with tempfile.TemporaryDirectory(prefix="serve-app-") as scratch:
