@@ -4,7 +4,7 @@ They are `ray.serve.metrics` objects, so Ray's metrics agent exports them on the
 metrics port next to Ray Serve's own families (Prometheus names get a `ray_` prefix).
 Labels are bounded: `model` only ever takes a name from the routing table (anything
 else is `UNKNOWN_MODEL`), `version` a registry version of that model, `outcome` one of
-three words.
+three words, `result` hit or miss.
 """
 
 from __future__ import annotations
@@ -41,6 +41,17 @@ class PoolMetrics:
             "serve_app_scored_rows",
             description="Rows scored.",
             tag_keys=("model", "version"),
+        )
+        self.model_cache = metrics.Counter(
+            "serve_app_model_cache_requests",
+            description="Scoring requests whose model was already open in the replica "
+            "(hit) or had to be loaded (miss).",
+            tag_keys=("model", "result"),
+        )
+        self.prediction_cache = metrics.Counter(
+            "serve_app_prediction_cache_requests",
+            description="Lookups in the prediction cache of the models that have one.",
+            tag_keys=("model", "result"),
         )
         self.model_loads = metrics.Counter(
             "serve_app_model_loads",

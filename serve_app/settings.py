@@ -71,6 +71,16 @@ class RoutingSettings(_Strict):
     )
 
 
+class CacheSettings(_Strict):
+    """The prediction cache of each pool replica; off for every model not listed."""
+
+    models: tuple[str, ...] = Field(
+        (), description="Names or shell patterns (`fraud-card-*`) of the models to cache."
+    )
+    ttl_s: float = Field(60.0, gt=0, description="Seconds an answer may be reused.")
+    max_entries: int = Field(10_000, ge=1, description="Cached answers per replica (LRU).")
+
+
 class RolloutPolicy(_Strict):
     """How a `challenger` earns traffic; a registered-model tag can override any field."""
 
@@ -106,6 +116,7 @@ class AppSettings(_Strict):
     registry: RegistrySettings = RegistrySettings()
     limits: LimitSettings = LimitSettings()
     routing: RoutingSettings = RoutingSettings()
+    cache: CacheSettings = CacheSettings()
     rollout: RolloutPolicy = RolloutPolicy()
 
     @field_validator("pool")

@@ -19,6 +19,8 @@ os.environ["SERVE_APP_ADMIN_TOKEN"] = ADMIN_TOKEN  # replicas inherit the driver
 TEST_HTTP_PORT = 8123  # outside Ray's worker port range (10002-19999)
 METRICS_EXPORT_PORT = 8129  # Ray's Prometheus endpoint for this session's node
 POLL_INTERVAL_S = 0.5
+CACHED_MODEL = "fraud-crypto-eu"  # the one model with a prediction cache in the session
+CACHE_TTL_S = 2.0
 
 
 @dataclass
@@ -82,7 +84,11 @@ def service(seeded_home: Path, ray_cluster) -> Iterator[Service]:
     from serve_app.settings import APP_NAME
 
     serve.start(http_options={"host": "127.0.0.1", "port": TEST_HTTP_PORT})
-    args = {"home": str(seeded_home), "registry": {"poll_interval_s": POLL_INTERVAL_S}}
+    args = {
+        "home": str(seeded_home),
+        "registry": {"poll_interval_s": POLL_INTERVAL_S},
+        "cache": {"models": [CACHED_MODEL], "ttl_s": CACHE_TTL_S},
+    }
     serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     url = f"http://127.0.0.1:{TEST_HTTP_PORT}"
     wait_until(lambda: http_ready(url), timeout=120, what="the service to be ready")

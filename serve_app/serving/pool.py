@@ -25,6 +25,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
+from serve_app.core.cache import PredictionCache, feature_digest
 from serve_app.core.routing import ModelRoute, RoutingTable
 from serve_app.core.stats import VersionWindow
 from serve_app.metrics import UNKNOWN_MODEL, PoolMetrics, outcome
@@ -93,6 +94,7 @@ class ScoringPool:
         self._controller = controller
         self._settings = AppSettings()
         self._table = RoutingTable()
+        self._cache = PredictionCache()
         self._loaded: dict[str, ModelVersions] = {}
         self._traffic: Counter[str] = Counter()
         self._metrics = PoolMetrics()
@@ -108,6 +110,13 @@ class ScoringPool:
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         self._settings = AppSettings.model_validate(config)
+        cache = self._settings.cache
+        if (cache.models, cache.ttl_s, cache.max_entries) != (
+            self._cache.patterns,
+            self._cache.ttl_s,
+            self._cache.max_entries,
+        ):
+            self._cache = PredictionCache(cache.models, cache.ttl_s, cache.max_entries)
         if self._load_model is None:  # the LRU bound is fixed for a replica's life
 
             async def open_model(name: str) -> ModelVersions:  # Serve caches its LRU on it
@@ -178,8 +187,8 @@ class ScoringPool:
 
     async def _adopt(self, table: RoutingTable) -> None:
         """Open the new versions of loaded models first, then switch tables at once."""
-        changed = self._table.changed_models(table) & self._loaded.keys()
-        for name in changed:
+        changed = self._table.changed_models(table)
+        for name in changed & self._loaded.keys():
             route = table.get(name)
             for version in route.versions if route else ():
                 try:
@@ -188,7 +197,9 @@ class ScoringPool:
                     logger.warning("pre-loading %s v%s failed: %s", name, version, error)
         self._table = table
         for name in changed:
-            if (route := table.get(name)) is not None and name in self._loaded:
+            route = table.get(name)
+            self._cache.retain(name, route.versions if route else ())
+            if route is not None and name in self._loaded:
                 self._loaded[name].retain(route.versions)
         for name in table.hot:
             if name not in self._loaded:
@@ -216,11 +227,14 @@ class ScoringPool:
         route = self._table.get(name)
         version: int | None = None
         scores: np.ndarray | None = None
+        cached: str | None = None
         try:
             auth.require_scoring(request.headers.get("authorization"), self._scoring_token)
             route = self._require_route(name)
             body = await self._read_body(request)
             pinned = http.parse_version(found.version)
+            open_already = name in self._loaded
+            self._metrics.model_cache.inc(tags={"model": name, "result": _hit(open_already)})
             bundle = await self._load_model(name)
             model = None if pinned is None else await bundle.get_pinned(pinned, route.versions)
             decoded = self._decode(
@@ -230,7 +244,7 @@ class ScoringPool:
                 version = route.choose(self._routing_key(request, decoded))
                 model = await bundle.get(version)
             version = model.version
-            scores = await self._predict(model, decoded.batch)
+            scores, cached = await self._scores(name, model, decoded.batch)
             if protocol == "v2":
                 payload = v2.encode_response(name, version, scores, decoded.request_id)
             else:
@@ -244,7 +258,11 @@ class ScoringPool:
         self._observe(route, version, status, (time.perf_counter() - started) * 1000.0, scores)
         if scores is not None and route.shadow and found.version is None:
             self._shadow_copy(route, decoded.batch, scores)
-        headers = {"x-model-name": name, "x-model-version": str(version)} if status == 200 else None
+        headers = None
+        if status == 200:
+            headers = {"x-model-name": name, "x-model-version": str(version)}
+            if cached is not None:
+                headers["x-prediction-cache"] = cached
         return Response(payload, status_code=status, media_type=JSON, headers=headers)
 
     def _require_route(self, name: str) -> ModelRoute:
@@ -282,6 +300,8 @@ class ScoringPool:
         tags = {"model": model, "version": str(version or "")}
         self._metrics.requests.inc(tags={**tags, "outcome": outcome(status)})
         self._metrics.latency.observe(elapsed_ms, tags=tags)
+        if scores is not None:
+            self._metrics.rows.inc(len(scores), tags=tags)
         if route is None:
             return
         self._traffic[route.name] += 1
@@ -311,6 +331,21 @@ class ScoringPool:
             return
         window.record((time.perf_counter() - started) * 1000.0, scores)
         window.compare(champion, scores)
+
+    async def _scores(
+        self, name: str, model: OnnxModel, batch: np.ndarray
+    ) -> tuple[np.ndarray, str | None]:
+        """Scores, through the prediction cache when the model has one (then hit or miss)."""
+        if not self._cache.enabled_for(name):
+            return await self._predict(model, batch), None
+        digest = feature_digest(batch)
+        scores = self._cache.get(name, model.version, digest)
+        result = _hit(scores is not None)
+        self._metrics.prediction_cache.inc(tags={"model": name, "result": result})
+        if scores is None:
+            scores = await self._predict(model, batch)
+            self._cache.put(name, model.version, digest, scores)
+        return scores, result
 
     async def _predict(self, model: OnnxModel, batch: np.ndarray) -> np.ndarray:
         if batch.shape[0] > THREAD_ROWS:
@@ -404,6 +439,10 @@ def _json(content: Any, status: int = 200) -> Response:
 def _admin_answer(outcome: tuple[int, str]) -> Response:
     status, message = outcome
     return _json({"message": message} if status < 400 else {"error": message}, status)
+
+
+def _hit(found: bool) -> str:
+    return "hit" if found else "miss"
 
 
 def _error_body(message: str) -> bytes:

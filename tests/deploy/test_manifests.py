@@ -42,8 +42,6 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed: `apt-get install prometheus` (CI does)"
 )
-# Families the rules and dashboard may use before serve_app/metrics.py defines them.
-PENDING_METRICS = {"serve_app_cache_requests": ("Counter", ("model", "result"))}
 # Labels that Ray (replica identity) and the PodMonitor (target) add to every series.
 TARGET_LABELS = {"namespace", "pod", "application", "deployment", "replica", "ray_node_type"}
 # Labels KubeRay adds to the pods it creates from the RayService templates.
@@ -408,7 +406,7 @@ def test_render_rayservice_adapts_the_config_to_a_pod():
 # -- alerts and dashboard ----------------------------------------------------------------------
 def _exported_families() -> dict[str, tuple[str, tuple[str, ...]]]:
     """Metric families defined in serve_app/metrics.py: name -> (type, tag keys)."""
-    families = dict(PENDING_METRICS)
+    families = {}
     tree = ast.parse((REPO / "serve_app/metrics.py").read_text())
     for node in ast.walk(tree):
         if (
