@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 COLUMNS = (
@@ -68,17 +69,20 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def markdown(table: list[dict]) -> str:
-    header = "| " + " | ".join(title for title, _ in COLUMNS) + " |"
-    rule = "|" + "|".join("---" if key == "label" else "---:" for _, key in COLUMNS) + "|"
-    body = ["| " + " | ".join(_cell(row.get(key)) for _, key in COLUMNS) + " |" for row in table]
+Columns = Sequence[tuple[str, str]]  # (title, key); the first is the left-aligned label
+
+
+def markdown(table: list[dict], columns: Columns = COLUMNS) -> str:
+    header = "| " + " | ".join(title for title, _ in columns) + " |"
+    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"
+    body = ["| " + " | ".join(_cell(row.get(key)) for _, key in columns) + " |" for row in table]
     return "\n".join([header, rule, *body])
 
 
-def text(table: list[dict]) -> str:
-    cells = [[title for title, _ in COLUMNS]]
-    cells += [[_cell(row.get(key)) for _, key in COLUMNS] for row in table]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+def text(table: list[dict], columns: Columns = COLUMNS) -> str:
+    cells = [[title for title, _ in columns]]
+    cells += [[_cell(row.get(key)) for _, key in columns] for row in table]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
 
     def line(row: list[str]) -> str:
         pairs = enumerate(zip(row, widths, strict=True))

@@ -9,6 +9,8 @@ three words, `result` hit or miss.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from ray.serve import metrics
 
 UNKNOWN_MODEL = "_unknown"
@@ -22,14 +24,36 @@ def outcome(status: int) -> str:
     return "client_error" if status < 500 else "server_error"
 
 
+class BufferedCounter:
+    """Counts in process; `flush` adds them to the Ray counter, one call per label set.
+
+    A Ray metric call costs several microseconds; on the request path four of them were
+    5% of a replica's samples in py-spy (benchmarks/results/profile.md).
+    """
+
+    def __init__(self, counter: metrics.Counter) -> None:
+        self._counter = counter
+        self._pending: Counter[tuple[tuple[str, str], ...]] = Counter()
+
+    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
+        self._pending[tuple((tags or {}).items())] += value
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, Counter()
+        for labels, value in pending.items():
+            self._counter.inc(value, tags=dict(labels))
+
+
 class PoolMetrics:
-    """Metrics recorded by scoring replicas."""
+    """Metrics recorded by scoring replicas; per-request counters are buffered (`flush`)."""
 
     def __init__(self) -> None:
-        self.requests = metrics.Counter(
-            "serve_app_requests",
-            description="Scoring requests by model, version and outcome.",
-            tag_keys=("model", "version", "outcome"),
+        self.requests = BufferedCounter(
+            metrics.Counter(
+                "serve_app_requests",
+                description="Scoring requests by model, version and outcome.",
+                tag_keys=("model", "version", "outcome"),
+            )
         )
         self.latency = metrics.Histogram(
             "serve_app_request_latency_ms",
@@ -37,21 +61,27 @@ class PoolMetrics:
             boundaries=LATENCY_BOUNDARIES_MS,
             tag_keys=("model", "version"),
         )
-        self.rows = metrics.Counter(
-            "serve_app_scored_rows",
-            description="Rows scored.",
-            tag_keys=("model", "version"),
+        self.rows = BufferedCounter(
+            metrics.Counter(
+                "serve_app_scored_rows",
+                description="Rows scored.",
+                tag_keys=("model", "version"),
+            )
         )
-        self.model_cache = metrics.Counter(
-            "serve_app_model_cache_requests",
-            description="Scoring requests whose model was already open in the replica "
-            "(hit) or had to be loaded (miss).",
-            tag_keys=("model", "result"),
+        self.model_cache = BufferedCounter(
+            metrics.Counter(
+                "serve_app_model_cache_requests",
+                description="Scoring requests whose model was already open in the replica "
+                "(hit) or had to be loaded (miss).",
+                tag_keys=("model", "result"),
+            )
         )
-        self.prediction_cache = metrics.Counter(
-            "serve_app_prediction_cache_requests",
-            description="Lookups in the prediction cache of the models that have one.",
-            tag_keys=("model", "result"),
+        self.prediction_cache = BufferedCounter(
+            metrics.Counter(
+                "serve_app_prediction_cache_requests",
+                description="Lookups in the prediction cache of the models that have one.",
+                tag_keys=("model", "result"),
+            )
         )
         self.model_loads = metrics.Counter(
             "serve_app_model_loads",
@@ -69,6 +99,10 @@ class PoolMetrics:
             boundaries=LOAD_BOUNDARIES_S,
             tag_keys=("model",),
         )
+
+    def flush(self) -> None:
+        for counter in (self.requests, self.rows, self.model_cache, self.prediction_cache):
+            counter.flush()
 
 
 class ControllerMetrics:
