@@ -8,6 +8,8 @@ model i mod len(models) (round-robin). Requests started during `--warmup` are no
 counted. The run stops after `--duration` seconds or `--requests` counted requests,
 whichever comes first. Prints one JSON object: p50/p99 latency (ms), requests/s,
 errors and, with `--server-pid`, the server tree's CPU seconds per request and memory.
+`--trace FILE` also writes every request (warm-up included) as a CSV row, for
+time-resolved reports such as benchmarks/autoscaling.py.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import itertools
 import json
 import sys
@@ -45,6 +48,7 @@ class LoadSpec:
     headers: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 30.0
     server_pid: int | None = None
+    trace: str | None = None  # CSV path: unix start time, latency ms, error ("" if none)
 
 
 @dataclass
@@ -56,6 +60,7 @@ class _State:
     errors: Counter[str] = field(default_factory=Counter)
     warmup_requests: int = 0
     warmup_errors: int = 0
+    trace: list[tuple[float, float, str]] = field(default_factory=list)
 
 
 async def _worker(
@@ -70,7 +75,7 @@ async def _worker(
     while not state.stop:
         index = next(counter)
         url, headers = targets[index % len(targets)]
-        started = time.perf_counter()
+        started, wall = time.perf_counter(), time.time()
         error = None
         try:
             async with session.post(url, data=bodies[index % len(bodies)], headers=headers) as r:
@@ -82,6 +87,8 @@ async def _worker(
         except (aiohttp.ClientError, TimeoutError, OSError) as failure:
             error = type(failure).__name__
             await asyncio.sleep(0.01)  # a refused connection must not become a busy loop
+        if spec.trace:
+            state.trace.append((wall, (time.perf_counter() - started) * 1000.0, error or ""))
         if started < state.measure_start:
             state.warmup_requests += 1
             state.warmup_errors += error is not None
@@ -126,6 +133,11 @@ async def run(spec: LoadSpec) -> dict:
             server_cpu = proctree.cpu_delta(cpu_before, proctree.cpu_snapshot(tree))
         state.stop = True
         await asyncio.wait(workers, timeout=spec.timeout_s)
+    if spec.trace:
+        with open(spec.trace, "w", newline="") as out:
+            csv.writer(out).writerows(
+                (f"{wall:.4f}", f"{ms:.3f}", error) for wall, ms, error in state.trace
+            )
     return _summary(spec, state, tree, server_cpu)
 
 
@@ -177,6 +189,7 @@ def parse_args(argv: list[str] | None = None) -> LoadSpec:
     parser.add_argument("--header", action="append", default=[], help="extra 'Name: value'")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
     parser.add_argument("--server-pid", type=int, help="measure this process tree's CPU/memory")
+    parser.add_argument("--trace", help="write each request (start, ms, error) to this CSV")
     args = parser.parse_args(argv)
     if not 1 <= args.concurrency <= 1024 or not 0 < args.duration <= MAX_DURATION_S:
         parser.error(f"need 1 <= concurrency <= 1024 and 0 < duration <= {MAX_DURATION_S:g}")
@@ -193,6 +206,7 @@ def parse_args(argv: list[str] | None = None) -> LoadSpec:
         headers={k.strip(): v.strip() for k, v in headers.items()},
         timeout_s=args.timeout,
         server_pid=args.server_pid,
+        trace=args.trace,
     )
 
 
