@@ -8,6 +8,8 @@ model i mod len(models) (round-robin). Requests started during `--warmup` are no
 counted. The run stops after `--duration` seconds or `--requests` counted requests,
 whichever comes first. Prints one JSON object: p50/p99 latency (ms), requests/s,
 errors and, with `--server-pid`, the server tree's CPU seconds per request and memory.
+`--trace FILE` also writes every request (warm-up included) as CSV: start offset (s),
+model, latency (ms), error ("" when answered 200 with scores).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import itertools
 import json
 import sys
@@ -45,6 +48,7 @@ class LoadSpec:
     headers: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 30.0
     server_pid: int | None = None
+    trace: str | None = None  # CSV file: one line per request
 
 
 @dataclass
@@ -56,6 +60,7 @@ class _State:
     errors: Counter[str] = field(default_factory=Counter)
     warmup_requests: int = 0
     warmup_errors: int = 0
+    trace: list[tuple[float, str, float, str | None]] | None = None
 
 
 async def _worker(
@@ -82,11 +87,14 @@ async def _worker(
         except (aiohttp.ClientError, TimeoutError, OSError) as failure:
             error = type(failure).__name__
             await asyncio.sleep(0.01)  # a refused connection must not become a busy loop
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        if state.trace is not None:
+            state.trace.append((started, spec.models[index % len(targets)], elapsed_ms, error))
         if started < state.measure_start:
             state.warmup_requests += 1
             state.warmup_errors += error is not None
         elif started < state.measure_end:
-            state.latencies.append((time.perf_counter() - started) * 1000.0)
+            state.latencies.append(elapsed_ms)
             if error is not None:
                 state.errors[error] += 1
             if spec.max_requests and len(state.latencies) >= spec.max_requests:
@@ -105,6 +113,8 @@ async def run(spec: LoadSpec) -> dict:
     ]
     bodies = single_row_bodies(spec.kind)
     state, enough, counter = _State(), asyncio.Event(), itertools.count()
+    state.trace = [] if spec.trace else None
+    origin = time.perf_counter()
     connector = aiohttp.TCPConnector(limit=spec.concurrency, limit_per_host=spec.concurrency)
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
     tree: list[int] = []
@@ -126,7 +136,17 @@ async def run(spec: LoadSpec) -> dict:
             server_cpu = proctree.cpu_delta(cpu_before, proctree.cpu_snapshot(tree))
         state.stop = True
         await asyncio.wait(workers, timeout=spec.timeout_s)
-    return _summary(spec, state, tree, server_cpu)
+    if spec.trace and state.trace is not None:
+        _write_trace(spec.trace, origin, state.trace)
+    return {**_summary(spec, state, tree, server_cpu), "requests_started": next(counter)}
+
+
+def _write_trace(path: str, origin: float, trace: list) -> None:
+    with open(path, "w", newline="") as out:
+        rows = csv.writer(out)
+        rows.writerow(("started_s", "model", "latency_ms", "error"))
+        for started, model, elapsed_ms, error in trace:
+            rows.writerow((f"{started - origin:.4f}", model, f"{elapsed_ms:.3f}", error or ""))
 
 
 def _summary(spec: LoadSpec, state: _State, tree: list[int], server_cpu: float | None) -> dict:
@@ -177,6 +197,7 @@ def parse_args(argv: list[str] | None = None) -> LoadSpec:
     parser.add_argument("--header", action="append", default=[], help="extra 'Name: value'")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
     parser.add_argument("--server-pid", type=int, help="measure this process tree's CPU/memory")
+    parser.add_argument("--trace", help="write every request to this CSV file")
     args = parser.parse_args(argv)
     if not 1 <= args.concurrency <= 1024 or not 0 < args.duration <= MAX_DURATION_S:
         parser.error(f"need 1 <= concurrency <= 1024 and 0 < duration <= {MAX_DURATION_S:g}")
@@ -193,6 +214,7 @@ def parse_args(argv: list[str] | None = None) -> LoadSpec:
         headers={k.strip(): v.strip() for k, v in headers.items()},
         timeout_s=args.timeout,
         server_pid=args.server_pid,
+        trace=args.trace,
     )
 
 
