@@ -29,10 +29,10 @@ class Trace:
     @classmethod
     def read(cls, path: Path) -> Trace:
         with path.open(newline="") as source:
-            rows = list(csv.reader(source))
-        start = np.array([float(r[0]) for r in rows])
-        ms = np.array([float(r[1]) for r in rows])
-        failed = np.array([bool(r[2]) for r in rows], dtype=bool)
+            rows = list(csv.DictReader(source))
+        start = np.array([float(r["started_unix"]) for r in rows])
+        ms = np.array([float(r["latency_ms"]) for r in rows])
+        failed = np.array([bool(r["error"]) for r in rows], dtype=bool)
         return cls(start, start + ms / 1000.0, ms, failed)
 
     def window(self, since: float, until: float, by_end: bool = False) -> dict:

@@ -8,8 +8,9 @@ model i mod len(models) (round-robin). Requests started during `--warmup` are no
 counted. The run stops after `--duration` seconds or `--requests` counted requests,
 whichever comes first. Prints one JSON object: p50/p99 latency (ms), requests/s,
 errors and, with `--server-pid`, the server tree's CPU seconds per request and memory.
-`--trace FILE` also writes every request (warm-up included) as a CSV row, for
-time-resolved reports such as benchmarks/autoscaling.py.
+`--trace FILE` also writes every request (warm-up included) as CSV: start (unix s),
+model, latency (ms), error ("" when answered 200 with scores), for time-resolved
+reports (benchmarks/autoscaling.py, benchmarks/density.py).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class LoadSpec:
     headers: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 30.0
     server_pid: int | None = None
-    trace: str | None = None  # CSV path: unix start time, latency ms, error ("" if none)
+    trace: str | None = None  # CSV file: one line per request
 
 
 @dataclass
@@ -60,7 +61,7 @@ class _State:
     errors: Counter[str] = field(default_factory=Counter)
     warmup_requests: int = 0
     warmup_errors: int = 0
-    trace: list[tuple[float, float, str]] = field(default_factory=list)
+    trace: list[tuple[float, str, float, str | None]] | None = None
 
 
 async def _worker(
@@ -75,7 +76,7 @@ async def _worker(
     while not state.stop:
         index = next(counter)
         url, headers = targets[index % len(targets)]
-        started, wall = time.perf_counter(), time.time()
+        started = time.perf_counter()
         error = None
         try:
             async with session.post(url, data=bodies[index % len(bodies)], headers=headers) as r:
@@ -87,13 +88,14 @@ async def _worker(
         except (aiohttp.ClientError, TimeoutError, OSError) as failure:
             error = type(failure).__name__
             await asyncio.sleep(0.01)  # a refused connection must not become a busy loop
-        if spec.trace:
-            state.trace.append((wall, (time.perf_counter() - started) * 1000.0, error or ""))
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        if state.trace is not None:
+            state.trace.append((started, spec.models[index % len(targets)], elapsed_ms, error))
         if started < state.measure_start:
             state.warmup_requests += 1
             state.warmup_errors += error is not None
         elif started < state.measure_end:
-            state.latencies.append((time.perf_counter() - started) * 1000.0)
+            state.latencies.append(elapsed_ms)
             if error is not None:
                 state.errors[error] += 1
             if spec.max_requests and len(state.latencies) >= spec.max_requests:
@@ -112,6 +114,8 @@ async def run(spec: LoadSpec) -> dict:
     ]
     bodies = single_row_bodies(spec.kind)
     state, enough, counter = _State(), asyncio.Event(), itertools.count()
+    state.trace = [] if spec.trace else None
+    origin = time.time() - time.perf_counter()  # perf_counter → unix time, for traces
     connector = aiohttp.TCPConnector(limit=spec.concurrency, limit_per_host=spec.concurrency)
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
     tree: list[int] = []
@@ -133,12 +137,17 @@ async def run(spec: LoadSpec) -> dict:
             server_cpu = proctree.cpu_delta(cpu_before, proctree.cpu_snapshot(tree))
         state.stop = True
         await asyncio.wait(workers, timeout=spec.timeout_s)
-    if spec.trace:
-        with open(spec.trace, "w", newline="") as out:
-            csv.writer(out).writerows(
-                (f"{wall:.4f}", f"{ms:.3f}", error) for wall, ms, error in state.trace
-            )
-    return _summary(spec, state, tree, server_cpu)
+    if spec.trace and state.trace is not None:
+        _write_trace(spec.trace, origin, state.trace)
+    return {**_summary(spec, state, tree, server_cpu), "requests_started": next(counter)}
+
+
+def _write_trace(path: str, origin: float, trace: list) -> None:
+    with open(path, "w", newline="") as out:
+        rows = csv.writer(out)
+        rows.writerow(("started_unix", "model", "latency_ms", "error"))
+        for started, model, elapsed_ms, error in trace:
+            rows.writerow((f"{started + origin:.4f}", model, f"{elapsed_ms:.3f}", error or ""))
 
 
 def _summary(spec: LoadSpec, state: _State, tree: list[int], server_cpu: float | None) -> dict:
@@ -189,7 +198,7 @@ def parse_args(argv: list[str] | None = None) -> LoadSpec:
     parser.add_argument("--header", action="append", default=[], help="extra 'Name: value'")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
     parser.add_argument("--server-pid", type=int, help="measure this process tree's CPU/memory")
-    parser.add_argument("--trace", help="write each request (start, ms, error) to this CSV")
+    parser.add_argument("--trace", help="write every request to this CSV file")
     args = parser.parse_args(argv)
     if not 1 <= args.concurrency <= 1024 or not 0 < args.duration <= MAX_DURATION_S:
         parser.error(f"need 1 <= concurrency <= 1024 and 0 < duration <= {MAX_DURATION_S:g}")

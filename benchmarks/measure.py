@@ -34,8 +34,9 @@ class Plan:
     max_requests: int = 200_000
 
 
-def load_point(peer: Peer, concurrency: int, plan: Plan) -> dict:
-    """One loadgen run in its own process against `peer`, with its CPU and memory."""
+def load_point(peer: Peer, concurrency: int, plan: Plan, extra: tuple[str, ...] = ()) -> dict:
+    """One loadgen run in its own process against `peer`, with its CPU and memory;
+    `extra`: more loadgen arguments (such as `--trace FILE`)."""
     command = [sys.executable, "-m", "benchmarks.loadgen", "--url", peer.url]
     command += ["--kind", peer.kind, "--models", ",".join(peer.models)]
     command += ["--concurrency", str(concurrency), "--duration", str(plan.duration_s)]
@@ -43,6 +44,7 @@ def load_point(peer: Peer, concurrency: int, plan: Plan) -> dict:
     command += ["--server-pid", str(peer.server.pid)]
     if peer.model_header:
         command += ["--model-header", peer.model_header]
+    command += extra
     limit = plan.duration_s + plan.warmup_s + 90.0
     done = subprocess.run(
         command, cwd=REPO_DIR, capture_output=True, text=True, timeout=limit, check=False

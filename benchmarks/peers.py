@@ -1,7 +1,8 @@
 """The servers compared: how to install, start and address each one.
 
-Ports 8300-8399 only (clear of Serve's 8000, the dashboard, Redis and Ray's worker range);
-each server gets its preferred port, or the next free one when another run holds it.
+Ports 8300-8399 only (clear of Serve's 8000, the dashboard, Redis and Ray's worker range;
+density.py passes its own range, 8400-8449); each server gets its preferred port, or the
+next free one when another run holds it.
 """
 
 from __future__ import annotations
@@ -28,22 +29,22 @@ PORT_RANGE = range(8300, 8400)
 _handed_out: set[int] = set()
 
 
-def free_port(preferred: int) -> int:
-    """`preferred`, or the next port in PORT_RANGE that is free and not handed out yet."""
-    start = PORT_RANGE.index(preferred)
-    for port in [*PORT_RANGE[start:], *PORT_RANGE[:start]]:
+def free_port(preferred: int, ports: range = PORT_RANGE) -> int:
+    """`preferred`, or the next port in `ports` that is free and not handed out yet."""
+    start = ports.index(preferred)
+    for port in [*ports[start:], *ports[:start]]:
         if port not in _handed_out and port_is_free(port):
             _handed_out.add(port)
             return port
-    raise RuntimeError(f"no free port in {PORT_RANGE}")
+    raise RuntimeError(f"no free port in {ports}")
 
 
-def ray_side_ports() -> dict[str, str]:
+def ray_side_ports(ports: range = PORT_RANGE) -> dict[str, str]:
     """Ray Serve's fixed fallback-proxy ports, moved into our range (`serve-app up`
     already gives HAProxy's stats and metrics ports free ones)."""
     return {
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port(8392)),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port(8393)),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port(ports[-8], ports)),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port(ports[-7], ports)),
     }
 
 
@@ -137,8 +138,10 @@ BEST_VARIANT = ServeAppVariant(
 )
 
 
-def serve_app(ws: Workspace, variant: ServeAppVariant = BEST_VARIANT) -> Peer:
-    port = free_port(PORTS["serve-app"])
+def serve_app(
+    ws: Workspace, variant: ServeAppVariant = BEST_VARIANT, ports: range = PORT_RANGE
+) -> Peer:
+    port = free_port(PORTS["serve-app"] if ports == PORT_RANGE else ports[0], ports)
     command = [str(VENV_BIN / "serve-app"), "--config", str(variant.config)]
     command += ["--home", str(ws.registry.resolve()), "up", "--port", str(port), "--no-seed"]
     server = Server(
@@ -148,7 +151,7 @@ def serve_app(ws: Workspace, variant: ServeAppVariant = BEST_VARIANT) -> Peer:
         ws.log(variant.label),
         env={
             **ws.env(),
-            **ray_side_ports(),
+            **ray_side_ports(ports),
             **HOUSEKEEPING,
             **FAST_INGRESS_OFF,
             **variant.env,
