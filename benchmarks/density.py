@@ -150,7 +150,7 @@ def server(ws: Workspace, setup: Setup) -> Peer:
         "RAY_metrics_report_interval_ms": "2000",  # counters reach Prometheus sooner
     }
     variant = peers.ServeAppVariant("serve-app-density", serve_config(ws, setup), env, True)
-    peer = peers.serve_app(ws, variant, PORTS)
+    peer = peers.serve_app(ws, variant, PORTS, canaries=())
     peer.server.stop_signal = signal.SIGTERM  # `up` stops cleanly on it; SIGINT may be ignored
     return peer
 

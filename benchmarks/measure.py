@@ -74,15 +74,40 @@ def _post(url: str, payload: bytes, headers: dict[str, str], timeout: float = 12
     return time.perf_counter() - started
 
 
-def unloaded_model(peer: Peer) -> str | None:
-    """A serve-app model no replica has loaded yet, from /admin/models."""
+def _served_models(peer: Peer) -> dict[str, dict]:
+    """serve-app's /admin/models view of each model ({} if it cannot be read)."""
     try:
         with urllib.request.urlopen(f"{peer.base_url}/admin/models", timeout=10.0) as answer:
-            models = json.loads(answer.read())["models"]
+            return json.loads(answer.read())["models"]
     except (urllib.error.URLError, OSError, KeyError, ValueError):
-        return None
+        return {}
+
+
+def unloaded_model(peer: Peer) -> str | None:
+    """A serve-app model no replica has loaded yet."""
+    models = _served_models(peer)
     cold = [n for n in peer.models if n in models and not models[n].get("loaded_on")]
     return cold[-1] if cold else None
+
+
+def canaries_splitting(peer: Peer) -> int:
+    """How many of the peer's canary models split traffic with a challenger right now."""
+    models = _served_models(peer)
+    return sum(
+        1
+        for name in peer.canaries
+        if ((models.get(name) or {}).get("serving") or {}).get("challenger_weight", 0) > 0
+    )
+
+
+def wait_for_canaries(peer: Peer, timeout_s: float = 120.0) -> int:
+    """Measure only once every canary is on (gated and given its weight), or the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while (splitting := canaries_splitting(peer)) < len(peer.canaries):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    return splitting
 
 
 def cold_start(peer: Peer) -> dict:
@@ -162,6 +187,10 @@ def measure_peer(
             result["restarts"] = peer.server.restarts
             again = f" (after {peer.server.restarts} failed start)" if peer.server.restarts else ""
             progress(f"{peer.label}: ready in {result['startup_s']} s{again}")
+            if peer.canaries:
+                splitting = wait_for_canaries(peer)
+                result["canaries"] = {"models": len(peer.canaries), "splitting_at_start": splitting}
+                progress(f"{peer.label}: {splitting}/{len(peer.canaries)} canaries splitting")
             if peer.cold_start:
                 result["cold_start"] = cold_start(peer)
                 progress(f"{peer.label}: cold start {result['cold_start']}")
@@ -180,6 +209,8 @@ def measure_peer(
                 progress(
                     f"{peer.label}: 10k-row batch {result['batch'].get('batch_rows_per_s')} rows/s"
                 )
+            if peer.canaries:
+                result["canaries"]["splitting_at_end"] = canaries_splitting(peer)
             result["rss_mb"] = max(p["server_rss_mb"] for p in result["points"].values())
             result["pss_mb"] = max(p["server_pss_mb"] for p in result["points"].values())
     except Exception as error:  # one peer failing must not lose the others' numbers

@@ -40,6 +40,30 @@ def seed(home: Path, count: int | None, progress: Progress) -> list[str]:
     return names
 
 
+CANARY_EVERY = 6  # one model in six runs a canary while serve-app is measured
+CANARY_WEIGHT = 10.0
+# A rollout policy (registered-model tag) that holds the first step for the whole run.
+CANARY_POLICY = {"steps": [CANARY_WEIGHT, 100.0], "step_dwell_s": 86_400.0}
+
+
+def start_canaries(home: Path, names: list[str], progress: Progress) -> list[str]:
+    """Give one model in six a `challenger` held at 10%, so serve-app splits their traffic."""
+    from serve_app.registry.mlflow_registry import CHALLENGER
+    from serve_app.registry.seed import seed_model
+    from serve_app.serving.controller import POLICY_TAG
+
+    registry = _registry(home)
+    aliases = {name: info.aliases for name, info in registry.sweep().items()}
+    chosen = names[::CANARY_EVERY]  # as peers.serve_app expects
+    missing = [name for name in chosen if CHALLENGER not in aliases[name]]
+    if missing:
+        progress(f"registering {len(missing)} challengers (canary at {CANARY_WEIGHT:g}%) ...")
+    for name in missing:
+        registry.set_model_tag(name, POLICY_TAG, json.dumps(CANARY_POLICY))
+        seed_model(registry, name, alias=CHALLENGER, salt="benchmark-challenger")
+    return chosen
+
+
 def export_onnx(home: Path, names: list[str], out: Path) -> dict[str, Path]:
     """Each model's champion ONNX graph as `out/<name>.v<version>.onnx` (cached)."""
     from serve_app.registry.mlflow_registry import CHAMPION

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.models import CANARY_EVERY, CANARY_WEIGHT
 from benchmarks.payloads import Kind
 from benchmarks.servers import Server, port_is_free
 
@@ -107,6 +108,7 @@ class Peer:
     model_header: str | None = None
     notes: str = ""
     cold_start: bool = False  # models load on first use: measure it
+    canaries: tuple[str, ...] = ()  # models measured while a challenger takes a share
 
     @property
     def base_url(self) -> str:
@@ -139,8 +141,13 @@ BEST_VARIANT = ServeAppVariant(
 
 
 def serve_app(
-    ws: Workspace, variant: ServeAppVariant = BEST_VARIANT, ports: range = PORT_RANGE
+    ws: Workspace,
+    variant: ServeAppVariant = BEST_VARIANT,
+    ports: range = PORT_RANGE,
+    canaries: tuple[str, ...] | None = None,
 ) -> Peer:
+    """serve-app under `variant`; `canaries` default: the models models.start_canaries picks."""
+    canaries = ws.models[::CANARY_EVERY] if canaries is None else canaries
     port = free_port(PORTS["serve-app"] if ports == PORT_RANGE else ports[0], ports)
     command = [str(VENV_BIN / "serve-app"), "--config", str(variant.config)]
     command += ["--home", str(ws.registry.resolve()), "up", "--port", str(port), "--no-seed"]
@@ -166,8 +173,10 @@ def serve_app(
         "v2",
         ws.models,
         model_header=MULTIPLEX_HEADER if variant.header else None,
-        notes=variant.description,
+        notes=variant.description
+        + (f"; canary {CANARY_WEIGHT:g}% on {len(canaries)} models" if canaries else ""),
         cold_start=True,
+        canaries=canaries,
     )
 
 

@@ -76,6 +76,7 @@ def prepare_registry(ws: Workspace, progress: Progress) -> dict[str, Path]:
     progress(f"registry: {ws.registry} ({len(ws.models)} models)")
     with quiet(ws.log("registry")):
         models.seed(ws.registry, len(ws.models), progress=lambda _: None)
+        models.start_canaries(ws.registry, list(ws.models), progress=lambda _: None)
         return models.export_onnx(ws.registry, list(ws.models), ws.root / "onnx")
 
 

@@ -6,6 +6,7 @@ merges them per rollout step. Fixed buckets keep a window small and mergeable.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -37,12 +38,15 @@ class VersionWindow:
     ) -> None:
         self.requests += 1
         self.errors += error
-        bucket = next(i for i, edge in enumerate(LATENCY_BUCKETS_MS) if latency_ms <= edge)
-        self.latency[bucket] += 1
-        if scores is not None and scores.size:
-            bins = np.clip((scores * SCORE_BINS).astype(int), 0, SCORE_BINS - 1)
-            for index, count in zip(*np.unique(bins, return_counts=True), strict=True):
-                self.scores[int(index)] += int(count)
+        self.latency[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+        if scores is None or not scores.size:
+            return
+        if scores.size == 1:  # the common case, without numpy's per-call overhead
+            self.scores[min(max(int(float(scores.flat[0]) * SCORE_BINS), 0), SCORE_BINS - 1)] += 1
+            return
+        bins = np.clip((scores.ravel() * SCORE_BINS).astype(int), 0, SCORE_BINS - 1)
+        for index, count in enumerate(np.bincount(bins, minlength=SCORE_BINS).tolist()):
+            self.scores[index] += count
 
     def compare(self, champion: np.ndarray, shadow: np.ndarray) -> None:
         self.compared += int(champion.size)
