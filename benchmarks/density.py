@@ -54,7 +54,6 @@ PORTS = range(8400, 8450)
 WORK_DIR = BENCH_DIR / ".work" / "density"
 OUT = BENCH_DIR / "results" / "density"
 ZIPF_S = 1.2  # request share of the model ranked k ~ 1 / k**s
-POOL, CONTROLLER = "ServeReplica:serve-app:ScoringPool", "ServeReplica:serve-app:Controller"
 COUNTERS = ("ray_serve_app_model_loads", "ray_serve_app_model_evictions")
 LOG_PROBLEMS = ("ERROR", "Traceback", "WARNING", "WARN ")
 
@@ -156,13 +155,6 @@ def server(ws: Workspace, setup: Setup) -> Peer:
 
 
 # -- the running server ------------------------------------------------------------------
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def replica_id(pid: int) -> str:
     """The Serve replica id of a pool process, from its open replica log file."""
     with contextlib.suppress(OSError):
@@ -178,10 +170,10 @@ def roles(tree: list[int]) -> dict[int, str]:
     """Pool replicas (by replica id) and serve-app's controller in a server's process tree."""
     found = {}
     for pid in tree:
-        command = _cmdline(pid)
-        if POOL in command:
+        role = proctree.role(pid)
+        if role == proctree.POOL_REPLICA:
             found[pid] = replica_id(pid)
-        elif CONTROLLER in command:
+        elif role == proctree.CONTROLLER_REPLICA:
             found[pid] = "controller"
     return found
 
@@ -228,7 +220,7 @@ class Sampler(threading.Thread):
 def metrics_port(tree: list[int]) -> int | None:
     """Ray's Prometheus port, from the session folder named on the GCS's command line."""
     for pid in tree:
-        for word in _cmdline(pid).split():
+        for word in proctree.cmdline(pid).split():
             if word.startswith("--log_dir=") and "/session_" in word:
                 session = Path(word.split("=", 1)[1]).parent
                 for found in session.glob("metrics_export_port_*"):

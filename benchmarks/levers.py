@@ -31,13 +31,15 @@ from benchmarks.peers import (
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def replicas_config(ws: Workspace, replicas: int) -> Path:
-    """configs/serve_config.yaml with a fixed pool size."""
+def replicas_config(ws: Workspace, replicas: int, cached: bool = False) -> Path:
+    """configs/serve_config.yaml with a fixed pool size (and the prediction cache on for all)."""
     source = (ws.src or REPO_DIR) / "configs" / "serve_config.yaml"
     document = yaml.safe_load(source.read_text())
-    pool = document["applications"][0]["args"]["pool"]
-    pool["min_replicas"] = pool["max_replicas"] = replicas
-    path = ws.root / "configs" / f"replicas-{replicas}.yaml"
+    args = document["applications"][0]["args"]
+    args["pool"]["min_replicas"] = args["pool"]["max_replicas"] = replicas
+    if cached:
+        args["cache"] = {**args.get("cache", {}), "models": ["*"]}
+    path = ws.root / "configs" / f"replicas-{replicas}{'-cached' if cached else ''}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
@@ -57,6 +59,8 @@ def variants(ws: Workspace) -> list[ServeAppVariant]:
         ServeAppVariant("haproxy+tput 1r hdr", one, fast, header=True),
         ServeAppVariant("haproxy+tput 2r hdr", two, fast, header=True),
         ServeAppVariant("haproxy+tput 2r", two, fast, header=False),
+        # The load generator repeats a fixed set of rows, so nearly every request hits.
+        ServeAppVariant("haproxy+tput 2r hdr cache", replicas_config(ws, 2, True), fast, True),
     ]
 
 

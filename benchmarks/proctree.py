@@ -81,3 +81,38 @@ def pss_mb(pids: list[int]) -> float:
             (int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")), 0
         )
     return total / 1024
+
+
+POOL_REPLICA, CONTROLLER_REPLICA = "pool replica", "serve-app controller"
+_TITLES = {
+    "ray::ServeReplica:serve-app:ScoringPool": POOL_REPLICA,
+    "ray::ServeReplica:serve-app:Controller": CONTROLLER_REPLICA,
+}
+_COMMANDS = (
+    ("haproxy", "HAProxy"),
+    ("raylet", "raylet"),
+    ("gcs_server", "GCS"),
+    ("dashboard/agent", "dashboard agent"),
+    ("runtime_env", "runtime env agent"),
+    ("log_monitor", "log monitor"),
+    ("serve-app", "serve-app up (driver)"),
+)
+
+
+def cmdline(pid: int) -> str:
+    """The process's command line (Ray workers show their actor title), or ""."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def role(pid: int) -> str:
+    """A readable role for a process of a Ray tree: a Serve replica, an actor, a daemon."""
+    words = cmdline(pid).split()
+    if not words:
+        return "gone"
+    if words[0].startswith("ray::"):
+        return _TITLES.get(words[0], words[0].removeprefix("ray::"))
+    head = " ".join(words[:3])
+    return next((name for needle, name in _COMMANDS if needle in head), Path(words[0]).name)

@@ -30,7 +30,6 @@ from benchmarks.peers import Peer, serve_app
 from benchmarks.run import RESULTS, WORK_DIR, Progress, prepare_registry, workspace
 from benchmarks.servers import running
 
-REPLICA_TITLE = "ray::ServeReplica:serve-app:ScoringPool"
 PY_SPY_RATE = 200
 # Leaf frames (`function (path:line)`, path relative to site-packages) are sorted into
 # the first layer with a matching function or path prefix.
@@ -55,41 +54,16 @@ MARKERS = {
 }
 
 
-def role(pid: int) -> str:
-    """A readable role for a process of the Ray tree, from its title or command."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "gone"
-    first = argv[0].decode(errors="replace")
-    if first.startswith("ray::"):
-        title = first.split()[0].removeprefix("ray::")
-        return "pool replica" if first.startswith(REPLICA_TITLE) else title
-    command = " ".join(a.decode(errors="replace") for a in argv[:3])
-    for needle, name in (
-        ("haproxy", "HAProxy"),
-        ("raylet", "raylet"),
-        ("gcs_server", "GCS"),
-        ("dashboard/agent", "dashboard agent"),
-        ("runtime_env", "runtime env agent"),
-        ("log_monitor", "log monitor"),
-        ("serve-app", "serve-app up (driver)"),
-    ):
-        if needle in command:
-            return name
-    return Path(first).name or "other"
-
-
 def cpu_by_role(peer: Peer, seconds: float) -> dict[str, float]:
     """CPU seconds per role over `seconds` of the running load."""
     pids = peer.server.remember_tree()
-    roles = {pid: role(pid) for pid in pids}
+    roles = {pid: proctree.role(pid) for pid in pids}
     before = proctree.cpu_snapshot(pids)
     time.sleep(seconds)
     after = proctree.cpu_snapshot(proctree.tree(peer.server.pid))
     spent: Counter[str] = Counter()
     for (pid, started), total in after.items():
-        spent[roles.get(pid) or role(pid)] += total - before.get((pid, started), 0.0)
+        spent[roles.get(pid) or proctree.role(pid)] += total - before.get((pid, started), 0.0)
     return dict(spent)
 
 
@@ -113,7 +87,8 @@ def with_load(
 
 def record_replicas(peer: Peer, seconds: float, folder: Path) -> list[Path]:
     """py-spy raw (collapsed) stacks of each pool replica, recorded at the same time."""
-    replicas = [p for p in proctree.tree(peer.server.pid) if role(p) == "pool replica"]
+    tree = proctree.tree(peer.server.pid)
+    replicas = [p for p in tree if proctree.role(p) == proctree.POOL_REPLICA]
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     outputs = [folder / f"replica-{pid}.txt" for pid in replicas]

@@ -33,8 +33,14 @@ class ModelRoute:
     @property
     def versions(self) -> tuple[int, ...]:
         """Every version replicas keep open for this model: routed, shadow and standby."""
-        extra = (v for v in (self.challenger, self.standby) if v is not None)
-        return tuple(dict.fromkeys((self.champion, *extra)))
+        standby = () if self.standby is None else (self.standby,)
+        return tuple(dict.fromkeys((*self.answering, *standby)))
+
+    @property
+    def answering(self) -> tuple[int, ...]:
+        """The versions requests reach (champion, challenger), without the standby."""
+        challenger = () if self.challenger is None else (self.challenger,)
+        return tuple(dict.fromkeys((self.champion, *challenger)))
 
     def choose(self, routing_key: str | None = None, rng: random.Random | None = None) -> int:
         """The version that answers a request.

@@ -145,7 +145,7 @@ class ScoringPool:
         started = time.perf_counter()
         bundle = ModelVersions(name, self._fetch, self._evicted)
         route = self._table.get(name)
-        for version in route.versions if route else ():
+        for version in route.answering if route else ():  # a standby opens on rollback
             await bundle.get(version)
         self._loaded[name] = bundle
         self._report_loaded()

@@ -81,6 +81,7 @@ def test_table_updates_are_copies_with_new_revisions():
 
 def test_standby_and_challenger_are_kept_open_but_standby_never_answers():
     route = ModelRoute("m", 2, FEATURES, challenger=3, challenger_weight=0.0, standby=1)
+    assert route.versions == (2, 3, 1) and route.answering == (2, 3)
     assert route.versions == (2, 3, 1)
     assert {route.choose(str(k)) for k in range(500)} == {2}
 
