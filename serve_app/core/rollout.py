@@ -99,6 +99,9 @@ class RollBack:
 
 
 Decision = Hold | Advance | Promote | RollBack
+# Below this many requests a window's "p99" is its slowest request, and one hiccup
+# (a collection, a busy event loop) would roll a healthy canary back.
+P99_MIN_REQUESTS = 100
 
 
 def guard_breach(
@@ -113,7 +116,8 @@ def guard_breach(
             "error_rate",
         )
     limit = champion.p99_ms() * policy.guard_max_p99_ratio + policy.guard_p99_slack_ms
-    if champion.requests and challenger.p99_ms() > limit:
+    judged = champion.requests and challenger.requests >= P99_MIN_REQUESTS
+    if judged and challenger.p99_ms() > limit:
         return RollBack(
             f"p99 {challenger.p99_ms():g} ms vs the champion's {champion.p99_ms():g} ms "
             f"(limit {limit:g} ms)",

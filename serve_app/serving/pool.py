@@ -256,13 +256,14 @@ class ScoringPool:
         version: int | None = None
         scores: np.ndarray | None = None
         cached: str | None = None
+        loaded_here = False  # this request had to load the model first
         try:
             auth.require_scoring(request.headers.get("authorization"), self._scoring_token)
             route = self._require_route(name)
             body = await self._read_body(request)
             pinned = http.parse_version(found.version)
-            open_already = name in self._loaded
-            self._metrics.model_cache.inc(tags={"model": name, "result": _hit(open_already)})
+            loaded_here = name not in self._loaded
+            self._metrics.model_cache.inc(tags={"model": name, "result": _hit(not loaded_here)})
             bundle = await self._bundle(name)
             model = None if pinned is None else await bundle.get_pinned(pinned, route.versions)
             decoded = self._decode(
@@ -283,7 +284,8 @@ class ScoringPool:
         except Exception:
             logger.exception("scoring %s v%s failed", name, version)
             status, payload = 500, _error_body("internal error while scoring")
-        self._observe(route, version, status, (time.perf_counter() - started) * 1000.0, scores)
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        self._observe(route, version, status, elapsed_ms, scores, loaded_here=loaded_here)
         if scores is not None and route.shadow and found.version is None:
             self._shadow_copy(route, decoded.batch, scores)
         headers = None
@@ -322,8 +324,13 @@ class ScoringPool:
         status: int,
         elapsed_ms: float,
         scores: np.ndarray | None,
+        loaded_here: bool,
     ) -> None:
-        """Metrics for every request; a rollout window too while the model has a challenger."""
+        """Metrics for every request; a rollout window too while the model has a challenger.
+
+        A request that had to load the model first is left out of the window: its time is
+        the load's, whichever version then answered it.
+        """
         model = route.name if route else UNKNOWN_MODEL
         tags = {"model": model, "version": str(version or "")}
         self._metrics.requests.inc(tags={**tags, "outcome": outcome(status)})
@@ -333,7 +340,9 @@ class ScoringPool:
         if route is None:
             return
         self._traffic[route.name] += 1
-        if route.challenger is not None and version in route.versions and not 400 <= status < 500:
+        if loaded_here or route.challenger is None or version not in route.versions:
+            return
+        if not 400 <= status < 500:
             self._window(route.name, version).record(elapsed_ms, scores, error=status >= 500)
 
     def _window(self, name: str, version: int) -> VersionWindow:

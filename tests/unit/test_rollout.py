@@ -48,7 +48,7 @@ def test_canary_walks_steps_after_dwell_and_requests_then_promotes():
     ("challenger", "kind"),
     [
         (window(50, errors=10), "error_rate"),
-        (window(50, latency_ms=40.0), "latency"),
+        (window(120, latency_ms=40.0), "latency"),
         (window(50, score=0.8), "drift"),
     ],
 )
@@ -56,6 +56,15 @@ def test_guard_breaches_roll_back(challenger, kind):
     r = Rollout.start("m", 2, 1, POLICY, now=0.0)
     decision = machine.evaluate(r, POLICY, 1.0, window(200), challenger)
     assert isinstance(decision, machine.RollBack) and decision.kind == kind
+
+
+def test_one_slow_request_in_a_small_window_is_not_a_latency_breach():
+    r = Rollout.start("m", 2, 1, POLICY, now=0.0)
+    hiccup = window(60).merge(window(1, latency_ms=250.0))
+    assert machine.evaluate(r, POLICY, 1.0, window(600), hiccup) == machine.Hold()
+    slow_tail = window(100).merge(window(3, latency_ms=250.0))
+    decision = machine.evaluate(r, POLICY, 1.0, window(600), slow_tail)
+    assert isinstance(decision, machine.RollBack) and decision.kind == "latency"
 
 
 def test_guards_wait_for_enough_samples():
