@@ -100,6 +100,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"starting Ray ({'local cluster' if address == 'local' else address}) ...")
     ray.init(address=address, include_dashboard=False, logging_level="WARNING")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C stops `up` even when started from a script's `&`, which ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         serve.start(http_options={"host": host, "port": port})
         print("deploying the Serve application ...")

@@ -112,13 +112,8 @@ class ScoringPool:
         self._scoring_token = auth.load_token(auth.SCORING_TOKEN_ENV)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
-        self._settings = AppSettings.model_validate(config)
-        cache = self._settings.cache
-        if (cache.models, cache.ttl_s, cache.max_entries) != (
-            self._cache.patterns,
-            self._cache.ttl_s,
-            self._cache.max_entries,
-        ):
+        previous, self._settings = self._settings, AppSettings.model_validate(config)
+        if (cache := self._settings.cache) != previous.cache:
             self._cache = PredictionCache(cache.models, cache.ttl_s, cache.max_entries)
         if self._load_model is None:  # the LRU bound is fixed for a replica's life
 
