@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -18,27 +17,12 @@ from typing import Any
 
 import yaml
 
+from serve_app.proxy_env import fast_ingress_env
 from serve_app.settings import APP_NAME, AppSettings
 
 DEFAULT_CONFIG = Path("configs/serve_config.yaml")
 DEFAULT_URL = "http://127.0.0.1:8000"
 READY_TIMEOUT_S = 180
-
-# Ray Serve's HAProxy ingress, hashing on the multiplexed-model header, with the
-# throughput-optimised replica settings: measured here at ~1.3 ms p50 against ~18 ms for
-# the default proxy (benchmarks/results/levers.md). Applied to a local cluster that
-# `up` starts; a cluster started by `ray start` needs them in its own environment.
-FAST_INGRESS_ENV = {
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",
-    "RAY_SERVE_HAPROXY_BALANCE_ALGORITHM": "hdr(serve_multiplexed_model_id)",
-    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
-    "RAY_SERVE_HAPROXY_NBTHREAD": "1",
-    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    # HAProxy's manager can take longer than Serve's 5 s default to report ready on a
-    # busy 2-core machine; Ray then kills it and `serve.start` fails.
-    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
-}
-
 
 def _load_config(path: Path | None) -> dict[str, Any]:
     path = path or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
@@ -95,7 +79,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     haproxy_dir = None
     if address == "local" and not args.default_ingress:
         haproxy_dir = tempfile.mkdtemp(prefix="sa-haproxy-")
-        for key, value in {**FAST_INGRESS_ENV, **_haproxy_private_files(haproxy_dir)}.items():
+        for key, value in fast_ingress_env(haproxy_dir).items():
             os.environ.setdefault(key, value)
     print(f"starting Ray ({'local cluster' if address == 'local' else address}) ...")
     ray.init(address=address, include_dashboard=False, logging_level="WARNING")
@@ -121,29 +105,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         if haproxy_dir:
             shutil.rmtree(haproxy_dir, ignore_errors=True)
     return 0
-
-
-def _haproxy_private_files(folder: str) -> dict[str, str]:
-    """Per-run HAProxy files and ports, so that two instances on one machine do not collide.
-
-    HAProxy appends a 56-character node id to socket names, which must stay under ~97
-    characters: hence a short folder under /tmp.
-    """
-    return {
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{folder}/haproxy.cfg",
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
-        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{folder}/metrics.sock",
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
-    }
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_ready(url: str) -> int:
@@ -267,6 +228,14 @@ def _admin(args: argparse.Namespace, action: str, body: dict[str, Any] | None = 
     except urllib.error.HTTPError as error:
         print(f"{error.code}: {json.loads(error.read()).get('error')}", file=sys.stderr)
         return 1
+    except (urllib.error.URLError, OSError) as error:
+        return _unreachable(args.url, error)
+
+
+def _unreachable(url: str, error: Exception) -> int:
+    reason = getattr(error, "reason", error)
+    print(f"serve-app is not reachable at {url}: {reason}", file=sys.stderr)
+    return 1
 
 
 def cmd_canary(args: argparse.Namespace) -> int:
@@ -282,7 +251,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    events = _get_json(f"{args.url}/admin/models/{args.name}/history")["events"]
+    try:
+        events = _get_json(f"{args.url}/admin/models/{args.name}/history")["events"]
+    except urllib.error.HTTPError as error:
+        print(f"{error.code}: {json.loads(error.read()).get('error')}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as error:
+        return _unreachable(args.url, error)
     if args.json:
         print(json.dumps(events, indent=2))
         return 0

@@ -13,6 +13,9 @@ from collections import Counter
 
 from ray.serve import metrics
 
+from serve_app.core.rollout import PHASES
+from serve_app.core.routing import ModelRoute
+
 UNKNOWN_MODEL = "_unknown"
 LATENCY_BOUNDARIES_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500]
 LOAD_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
@@ -106,7 +109,12 @@ class PoolMetrics:
 
 
 class ControllerMetrics:
-    """Metrics recorded by the control actor."""
+    """Metrics recorded by the control actor.
+
+    Ray's metrics have no way to drop a label set, so a model that leaves the registry
+    has its gauges set to 0 (`forget_model`): `serve_app_served_version` 0 means "not
+    served", and no rollout phase is 1.
+    """
 
     def __init__(self) -> None:
         self.registry_polls = metrics.Counter(
@@ -140,9 +148,32 @@ class ControllerMetrics:
         )
         self.rollbacks = metrics.Counter(
             "serve_app_rollbacks",
-            description="Rollouts rolled back, by reason (error_rate, latency, drift, manual).",
+            description="Rollouts rolled back, by reason "
+            "(error_rate, latency, drift, manual, load_failed).",
             tag_keys=("model", "reason"),
+        )
+        self.control_errors = metrics.Counter(
+            "serve_app_control_errors",
+            description="Distinct failures of a model's rollout work (the other models go on).",
+            tag_keys=("model",),
         )
         self.models_routed = metrics.Gauge(
             "serve_app_models_routed", description="Models in the routing table."
         )
+
+    def export_route(self, name: str, route: ModelRoute, phase: str) -> None:
+        """The gauges of one routed model: versions by role, challenger weight, phase."""
+        challenger = route.challenger or 0
+        for role, version in (("champion", route.champion), ("challenger", challenger)):
+            self.served_version.set(version, tags={"model": name, "role": role})
+        weight = route.challenger_weight if route.challenger else 0.0
+        self.challenger_weight.set(weight, tags={"model": name})
+        for state in PHASES:
+            self.rollout_state.set(float(state == phase), tags={"model": name, "state": state})
+
+    def forget_model(self, name: str) -> None:
+        for role in ("champion", "challenger"):
+            self.served_version.set(0, tags={"model": name, "role": role})
+        self.challenger_weight.set(0.0, tags={"model": name})
+        for state in PHASES:
+            self.rollout_state.set(0.0, tags={"model": name, "state": state})

@@ -2,8 +2,11 @@
 
 `configs/serve_config.yaml` passes these fields as the application's `args`; the
 builder validates them here, derives the deployments' options from them and hands
-the same validated dict to every replica as its `user_config`, so a `serve deploy`
-that only changes settings reconfigures replicas in place instead of restarting them.
+the same validated dict to every replica as its `user_config`. Ray Serve hashes an
+application's `args` into its code version, so a `serve deploy` that changes any setting
+rebuilds the application: every replica and the control actor are replaced (a rolling
+update, no request dropped); rollouts resume from their registry tags and the event
+history lives in a database (`history`), so nothing is lost by it.
 """
 
 from __future__ import annotations
@@ -110,6 +113,15 @@ class RolloutPolicy(_Strict):
         return steps
 
 
+class HistorySettings(_Strict):
+    """Where the control actor's event history is kept (it outlives the actor)."""
+
+    database_uri: str | None = Field(
+        None, description="SQLAlchemy URL; default: sqlite file history.db in the home folder."
+    )
+    retention_days: float = Field(400.0, gt=0, description="Events older than this are pruned.")
+
+
 class AppSettings(_Strict):
     home: str = Field(DEFAULT_HOME, description=f"State folder; env ${HOME_ENV} wins.")
     pool: PoolSettings = PoolSettings()
@@ -118,6 +130,7 @@ class AppSettings(_Strict):
     routing: RoutingSettings = RoutingSettings()
     cache: CacheSettings = CacheSettings()
     rollout: RolloutPolicy = RolloutPolicy()
+    history: HistorySettings = HistorySettings()
 
     @field_validator("pool")
     @classmethod
@@ -136,7 +149,11 @@ class AppSettings(_Strict):
         uri = self.registry.tracking_uri or os.environ.get(TRACKING_URI_ENV)
         uri = uri or f"sqlite:///{home / 'mlflow.db'}"
         registry = self.registry.model_copy(update={"tracking_uri": uri})
-        return self.model_copy(update={"home": str(home), "registry": registry})
+        database = self.history.database_uri or f"sqlite:///{home / 'history.db'}"
+        history = self.history.model_copy(update={"database_uri": database})
+        return self.model_copy(
+            update={"home": str(home), "registry": registry, "history": history}
+        )
 
     @classmethod
     def from_serve_config(cls, document: dict[str, Any]) -> AppSettings:

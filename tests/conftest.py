@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -62,8 +64,18 @@ def seeded_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
+    """A local cluster with the ingress `serve-app up` ships: HAProxy with header hashing.
+
+    The ingress is chosen by environment variables that every Ray process reads at start,
+    so they are set here, before `ray.init`, exactly as `up` sets them.
+    """
     import ray
 
+    from serve_app.proxy_env import fast_ingress_env
+
+    haproxy_dir = tempfile.mkdtemp(prefix="sa-test-haproxy-")
+    previous = {key: os.environ.get(key) for key in fast_ingress_env(haproxy_dir)}
+    os.environ.update(fast_ingress_env(haproxy_dir))
     ray.init(
         address="local",
         include_dashboard=False,
@@ -73,6 +85,12 @@ def ray_cluster() -> Iterator[None]:
     )
     yield
     ray.shutdown()
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    shutil.rmtree(haproxy_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ was on instead of starting traffic over.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 
 from serve_app.core.stats import VersionWindow, psi
@@ -25,10 +26,20 @@ class EvalResult:
     auc: float
     recall: float  # at the champion's alert rate
     p99_ms: float  # single-row scoring latency
+    problem: str | None = None  # why the evaluation set cannot judge the version
+
+    @classmethod
+    def unusable(cls, problem: str) -> EvalResult:
+        """No numbers, only the reason: the gate refuses on it."""
+        nan = float("nan")
+        return cls(nan, nan, nan, problem)
 
 
 def gate(policy: RolloutPolicy, champion: EvalResult, candidate: EvalResult) -> str | None:
     """The reason to reject a candidate before it sees traffic, or None to admit it."""
+    unjudged = _unjudged(champion) or _unjudged(candidate)
+    if unjudged is not None:
+        return unjudged
     if candidate.auc < champion.auc - policy.gate_auc_margin:
         return (
             f"AUC {candidate.auc:.4f} is below the champion's {champion.auc:.4f} "
@@ -44,6 +55,23 @@ def gate(policy: RolloutPolicy, champion: EvalResult, candidate: EvalResult) -> 
             f"single-row p99 {candidate.p99_ms:.2f} ms exceeds the budget of "
             f"{policy.gate_latency_budget_ms} ms"
         )
+    return None
+
+
+def _unjudged(result: EvalResult) -> str | None:
+    """Why `result` cannot be compared, or None.
+
+    Every comparison with NaN is False, so without this a set with one class (AUC and
+    recall NaN) would let any candidate through the margins.
+    """
+    if result.problem is not None:
+        return result.problem
+    if not math.isfinite(result.auc):
+        return "the evaluation set gives no AUC (it needs both classes)"
+    if not math.isfinite(result.recall):
+        return "the evaluation set gives no recall at the alert rate (it needs frauds)"
+    if not math.isfinite(result.p99_ms):
+        return "the evaluation set gives no single-row latency (it has no rows)"
     return None
 
 

@@ -14,7 +14,7 @@ import orjson
 
 from serve_app.protocol import batch as batching
 from serve_app.protocol.errors import BadRequest, InvalidInput
-from serve_app.protocol.v2 import parse_json
+from serve_app.protocol.v2 import optional_object, parse_json
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -23,9 +23,9 @@ def decode_request(body: bytes, features: Sequence[str], max_rows: int) -> batch
     payload = parse_json(body)
     if not isinstance(payload, dict):
         raise BadRequest("the request body must be a JSON object")
-    params = payload.get("params")
+    params = optional_object(payload, "params", "'params'")
     batch = _decode_batch(payload, features, max_rows)
-    return batching.Decoded(batch, None, params if isinstance(params, dict) else {})
+    return batching.Decoded(batch, None, params)
 
 
 def _decode_batch(payload: dict[str, Any], features: Sequence[str], max_rows: int) -> np.ndarray:

@@ -4,6 +4,10 @@ Two input layouts are accepted: one tensor of shape [N, F] (any name that is not
 feature name), or one input per feature named as in the model signature. Tensors may
 come as JSON `data` or through the binary tensor extension that `tritonclient` uses
 by default (`Inference-Header-Content-Length` plus raw little-endian bytes).
+
+JSON `data` must fit the tensor's declared `datatype` (see `_unfit`): a client that
+declares INT8 and sends 0.4 has a bug we should report, not a value to round. Binary
+data needs no such check: its bytes are read as the declared datatype.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ TENSOR_INPUT = "input"
 OUTPUT_NAME = "probability"
 PLATFORM = "onnxruntime_onnx"
 HEADER_LENGTH = "inference-header-content-length"
+FLOAT64_EXACT_INTS = 2**53  # float64 holds every integer up to here, and not all beyond
 
 DATATYPES: dict[str, np.dtype] = {
     name: np.dtype(dt)
@@ -49,6 +54,20 @@ def parse_json(raw: bytes) -> Any:
         raise BadRequest(f"malformed JSON: {error.args[0].split(':')[0]}") from None
 
 
+def optional_object(payload: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+    """`payload[key]` if it is a JSON object, {} if it is absent or null.
+
+    Anything else is refused rather than ignored: routing reads these parameters (a routing
+    key), so a dropped one would quietly route the request as if it had none.
+    """
+    value = payload.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be an object")
+    return value
+
+
 def decode_request(
     body: bytes, header_length: str | None, features: Sequence[str], max_rows: int
 ) -> batching.Decoded:
@@ -67,11 +86,10 @@ def decode_request(
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("'inputs' must be a non-empty list of tensors")
+    parameters = optional_object(payload, "parameters", "'parameters'")
     tensors = _read_tensors(inputs, binary)
     request_id = payload.get("id")
     request_id = str(request_id) if request_id is not None else None
-    parameters = payload.get("parameters")
-    parameters = parameters if isinstance(parameters, dict) else {}
     if len(tensors) == 1 and next(iter(tensors)) not in features:
         (tensor,) = tensors.values()
         batch = batching.check_width(tensor, features, max_rows)
@@ -107,7 +125,8 @@ def _read_tensors(inputs: list[Any], binary: bytes) -> dict[str, np.ndarray]:
                 "expected one of FP32, FP64, INT*, UINT*, BOOL"
             )
         size = math.prod(shape)
-        binary_size = (spec.get("parameters") or {}).get("binary_data_size")
+        parameters = optional_object(spec, "parameters", f"inputs[{index}].parameters")
+        binary_size = parameters.get("binary_data_size")
         if binary_size is not None:
             if not isinstance(binary_size, int) or binary_size < 0:
                 raise BadRequest(f"input '{name}': binary_data_size must be a non-negative integer")
@@ -120,13 +139,58 @@ def _read_tensors(inputs: list[Any], binary: bytes) -> dict[str, np.ndarray]:
         else:
             if "data" not in spec:
                 raise BadRequest(f"input '{name}' has no 'data'")
-            array = batching.numeric_array(spec["data"], f"input '{name}'").reshape(-1)
+            array = _json_tensor(spec["data"], datatype, name).reshape(-1)
             if array.size != size:
                 raise InvalidInput(
                     f"input '{name}' holds {array.size} values but its shape {shape} needs {size}"
                 )
         tensors[name] = array.reshape(shape)
     return tensors
+
+
+def _json_tensor(data: Any, datatype: str, name: str) -> np.ndarray:
+    """JSON `data` as float32, once every value is one the declared datatype can hold."""
+    what = f"input '{name}'"
+    values = batching.json_numbers(data, what)
+    needs = _unfit(data, values, DATATYPES[datatype])
+    if needs is not None:
+        raise InvalidInput(f"{what}: datatype {datatype} needs {needs}")
+    return values.astype(np.float32, copy=False)
+
+
+def _unfit(data: Any, values: np.ndarray, dtype: np.dtype) -> str | None:
+    """What `dtype` needs when some of `values` (parsed from `data`) do not fit it, else None.
+
+    FP types take any JSON number, as before (JSON has no NaN or Infinity literal, and a
+    number beyond float32 becomes inf in the cast), so the common FP32 path costs nothing.
+    Integer types need integral values in range. JSON true/false count as 1/0 there, as in
+    numpy: no value is lost, and numpy folds a boolean into a list of numbers before it could
+    be told apart without a Python loop. BOOL needs true/false only.
+    """
+    if dtype.kind == "f" or values.size == 0:
+        return None
+    if dtype.kind == "b":
+        return None if values.dtype.kind == "b" else "true or false"
+    info = np.iinfo(dtype)
+    integral = values.dtype.kind != "f" or np.array_equal(values, np.trunc(values))
+    if integral and _within(data, values, info):
+        return None
+    return f"integers in [{info.min}, {info.max}]"
+
+
+def _within(data: Any, values: np.ndarray, info: np.iinfo) -> bool:
+    """Whether the integral `values` lie in [info.min, info.max], compared exactly.
+
+    min and max are compared as Python numbers (exact across int and float). numpy infers
+    float64 for ints mixed with floats or beyond int64, which rounds ints past 2**53 (2**64-1
+    becomes 2**64); only then are the JSON numbers themselves compared, a Python loop that
+    only integer datatypes with huge values take.
+    """
+    low, high = values.min().item(), values.max().item()
+    if values.dtype.kind == "f" and max(-low, high) >= FLOAT64_EXACT_INTS:
+        numbers = np.asarray(data, dtype=object).ravel().tolist()
+        low, high = min(numbers), max(numbers)
+    return info.min <= low and high <= info.max
 
 
 def encode_response(model: str, version: int, scores: np.ndarray, request_id: str | None) -> bytes:

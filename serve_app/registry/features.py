@@ -1,8 +1,10 @@
-"""The demo fraud models' feature names, in signature order.
+"""The demo fraud models' feature names, in signature order, and the evaluation sets' label.
 
-A module of its own so that light processes (the benchmark's load generator) can share
-them without importing LightGBM, pandas or MLflow.
+A module of its own so that light processes (the benchmark's load generator) and the
+evaluation code can share them without importing LightGBM, pandas or MLflow.
 """
+
+LABEL_COLUMN = "is_fraud"  # the column of an evaluation set that holds 0/1 labels
 
 FEATURES = (
     "amount",

@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
+from serve_app.registry.features import LABEL_COLUMN
 from serve_app.runtime.onnx import ModelArtifact
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -35,12 +36,15 @@ CHALLENGER = "challenger"
 EXPERIMENT = "serve-app"
 ONNX_FILE = "model.onnx"
 EVAL_SET_TAG = "serve_app.eval_set"
-LABEL_COLUMN = "is_fraud"
 PIP_REQUIREMENTS = ["onnx", "onnxruntime"]
 
 
 class RegistryError(Exception):
     pass
+
+
+class VersionNotFound(RegistryError):
+    """The registry has no such version: a client's mistake, not a failure to load."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ class Registry:
                 )
             except MlflowException as error:
                 if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
-                    raise KeyError(f"{name} version {version}") from None
+                    raise VersionNotFound(f"{name} has no version {version}") from None
                 raise
             onnx_path = local / ONNX_FILE
             if not onnx_path.is_file():
@@ -115,7 +119,12 @@ class Registry:
         with tempfile.TemporaryDirectory(prefix="serve-app-eval-") as scratch:
             path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=scratch)
             frame = pd.read_csv(path)
+        if LABEL_COLUMN not in frame.columns:
+            raise RegistryError(f"the evaluation set has no '{LABEL_COLUMN}' label column")
         features = tuple(c for c in frame.columns if c != LABEL_COLUMN)
+        text = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+        if text:  # never let a cell value reach an error message
+            raise RegistryError(f"the evaluation set's feature columns {text} are not numeric")
         return (
             frame[list(features)].to_numpy(np.float32),
             frame[LABEL_COLUMN].to_numpy(),

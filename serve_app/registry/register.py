@@ -2,7 +2,9 @@
 
 LightGBM files are converted to ONNX and refused unless the graph agrees with
 LightGBM; ONNX files are opened and scored before they are logged. Sample rows come
-from the model's registered evaluation set when it has one.
+from the model's evaluation set when it has one. An evaluation set is refused here
+unless the gate could judge on it: a broken one would otherwise surface only when a
+challenger is gated, as a rejection the data scientist never saw coming.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from serve_app.registry.mlflow_registry import CHAMPION, LABEL_COLUMN, Registry
-from serve_app.runtime.convert import ConversionError, convert_checked, load_booster
+from serve_app.registry.features import LABEL_COLUMN
+from serve_app.registry.mlflow_registry import CHAMPION, Registry, RegistryError
+from serve_app.runtime.convert import ConversionError, convert_checked, load_booster, parity_rows
+from serve_app.runtime.evaluation import label_problem
 from serve_app.runtime.onnx import ModelArtifact, ModelLoadError, load_checked
 
 SAMPLE_ROWS = 256
@@ -33,18 +37,22 @@ def register_file(
 ) -> int:
     if not model_file.is_file():
         raise RegistrationError(f"{model_file} does not exist")
-    evaluation = pd.read_csv(eval_set) if eval_set else None
-    known = _registered_eval_rows(registry, name)
+    evaluation = _read_eval_set(eval_set) if eval_set else None
+    known = _registered_eval_rows(registry, name) if evaluation is None else None
     try:
         if model_file.suffix == ".onnx":
             onnx_bytes = model_file.read_bytes()
             features = _features_for_onnx(registry, name, known, evaluation)
             rows = _sample_rows(features, known, evaluation)
+            if rows is None:
+                rows = _noise_rows(features)
             load_checked(ModelArtifact(name, 0, onnx_bytes, features), rows)
         else:
             booster = load_booster(model_file)
             features = tuple(booster.feature_name())
             rows = _sample_rows(features, known, evaluation)
+            if rows is None:
+                rows = parity_rows(booster)[:SAMPLE_ROWS]
             onnx_bytes = convert_checked(booster, rows)
     except (ConversionError, ModelLoadError) as error:
         raise RegistrationError(str(error)) from None
@@ -54,15 +62,28 @@ def register_file(
         features,
         rows[:3],
         alias=alias,
-        eval_set=evaluation,
+        # The gate reads every other column as a feature, in file order.
+        eval_set=None if evaluation is None else evaluation[[*features, LABEL_COLUMN]],
         tags={"origin": f"serve-app register {model_file.name}"},
     )
+
+
+def _read_eval_set(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise RegistrationError(f"the evaluation set {path} does not exist")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        raise RegistrationError(f"the evaluation set {path} is not a readable CSV file") from None
 
 
 def _registered_eval_rows(registry: Registry, name: str) -> pd.DataFrame | None:
     if name not in registry.sweep(f"name = '{name}'"):
         return None
-    found = registry.eval_set(name)
+    try:
+        found = registry.eval_set(name)
+    except RegistryError as error:
+        raise RegistrationError(f"{error}: pass --eval-set to replace it") from None
     if found is None:
         return None
     rows, _, features = found
@@ -86,14 +107,43 @@ def _features_for_onnx(
 
 def _sample_rows(
     features: tuple[str, ...], known: pd.DataFrame | None, evaluation: pd.DataFrame | None
-) -> np.ndarray:
-    for frame in (evaluation, known):
-        if frame is not None:
-            missing = [f for f in features if f not in frame.columns]
-            if missing:
-                raise RegistrationError(
-                    f"the model's features differ from its evaluation set (missing {missing[:5]})"
-                )
-            return frame[list(features)].to_numpy(np.float32)[:SAMPLE_ROWS]
+) -> np.ndarray | None:
+    """Rows from the new evaluation set, else from the registered one, else None."""
+    if evaluation is not None:
+        _check_eval_set(evaluation, features)
+        frame = evaluation
+    elif known is not None:
+        _require_features(known, features, "registered evaluation set")
+        frame = known
+    else:
+        return None
+    return frame[list(features)].to_numpy(np.float32)[:SAMPLE_ROWS]
+
+
+def _check_eval_set(frame: pd.DataFrame, features: tuple[str, ...]) -> None:
+    """Refuse a set the gate could not judge on: 0/1 labels of both classes, numeric features.
+
+    Messages name columns, never values: evaluation sets hold customers' transactions.
+    """
+    labels = frame[LABEL_COLUMN].to_numpy() if LABEL_COLUMN in frame.columns else None
+    problem = label_problem(labels)
+    if problem is not None:
+        raise RegistrationError(problem)
+    _require_features(frame, features, "evaluation set")
+    text = [f for f in features if not pd.api.types.is_numeric_dtype(frame[f])]
+    if text:
+        raise RegistrationError(f"the evaluation set's feature columns {text[:5]} are not numeric")
+
+
+def _require_features(frame: pd.DataFrame, features: tuple[str, ...], what: str) -> None:
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise RegistrationError(
+            f"the model's features differ from its {what} (missing {missing[:5]})"
+        )
+
+
+def _noise_rows(features: tuple[str, ...]) -> np.ndarray:
+    """Only an ONNX graph's smoke test: it has no splits to read ranges from."""
     rng = np.random.default_rng(0)
     return rng.normal(0.0, 3.0, size=(SAMPLE_ROWS, len(features))).astype(np.float32)

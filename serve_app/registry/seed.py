@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from serve_app.core.stats import roc_auc
-from serve_app.registry.features import FEATURES
-from serve_app.registry.mlflow_registry import CHAMPION, LABEL_COLUMN, Registry
+from serve_app.registry.features import FEATURES, LABEL_COLUMN
+from serve_app.registry.mlflow_registry import CHAMPION, Registry
 from serve_app.runtime.convert import convert_checked
 
 PRODUCTS = ("card", "transfer", "wallet", "p2p", "ecommerce", "atm", "ach", "crypto", "loan")

@@ -8,6 +8,7 @@ import numpy as np
 
 from serve_app.core.rollout import EvalResult
 from serve_app.core.stats import DECISION_THRESHOLD, recall_at_rate, roc_auc
+from serve_app.registry.features import LABEL_COLUMN
 from serve_app.runtime.onnx import OnnxModel
 
 TIMED_ROWS = 300
@@ -28,9 +29,36 @@ def single_row_p99_ms(model: OnnxModel, rows: np.ndarray) -> float:
     return float(np.percentile(timings, 99))
 
 
+def label_problem(labels: np.ndarray | None) -> str | None:
+    """Why these labels cannot judge a version, or None (`None` labels: no label column).
+
+    AUC and recall need 0/1 labels of both classes; anything else makes them NaN or
+    silently wrong (a 2 would count as a legitimate transaction).
+    """
+    if labels is None:
+        return f"the evaluation set has no '{LABEL_COLUMN}' label column"
+    if labels.dtype.kind not in "biuf":
+        return f"the evaluation set's label column '{LABEL_COLUMN}' is not numeric"
+    if not np.isin(labels, (0, 1)).all():
+        return (
+            f"the evaluation set's label column '{LABEL_COLUMN}' holds values other than "
+            "0 and 1 (or blanks)"
+        )
+    if np.unique(labels).size < 2:
+        return f"the evaluation set needs both classes ({LABEL_COLUMN} 0 and 1)"
+    return None
+
+
 def evaluate_on_set(
     model: OnnxModel, rows: np.ndarray, labels: np.ndarray, rate: float
 ) -> EvalResult:
+    """The version's numbers on the set, or an unusable result naming why the set cannot judge.
+
+    Bad labels become a reason the gate refuses on, not an exception in the control loop.
+    """
+    problem = label_problem(labels)
+    if problem is not None:
+        return EvalResult.unusable(problem)
     scores = model.predict(rows)
     return EvalResult(
         auc=roc_auc(labels, scores),

@@ -17,8 +17,8 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter, deque
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 from ray import serve
@@ -28,28 +28,25 @@ from serve_app.core.reconcile import plan
 from serve_app.core.rollout import Rollout
 from serve_app.core.routing import ModelRoute, RoutingTable
 from serve_app.core.stats import VersionWindow, psi
+from serve_app.history import Event, EventLog
 from serve_app.metrics import ControllerMetrics
-from serve_app.registry.mlflow_registry import CHALLENGER, CHAMPION, Registry, RegistryError
+from serve_app.registry.mlflow_registry import (
+    CHALLENGER,
+    CHAMPION,
+    Registry,
+    RegistryError,
+    VersionNotFound,
+)
 from serve_app.runtime.evaluation import alert_rate, evaluate_on_set
 from serve_app.runtime.onnx import ModelArtifact, ModelLoadError, OnnxModel, load_checked
 from serve_app.settings import AppSettings, RolloutPolicy
 
 logger = logging.getLogger("ray.serve")
 
-MAX_EVENTS = 2_000
 PINNED_CACHE = 64
 ROLLOUT_TAG = "serve_app.rollout"
 POLICY_TAG = "serve_app.rollout_policy"
 REPLICA_STALE_S = 30.0
-
-
-@dataclass(frozen=True)
-class Event:
-    at: float
-    model: str
-    kind: str
-    detail: str
-    version: int | None = None
 
 
 @serve.deployment(
@@ -74,7 +71,8 @@ class Controller:
         self._broken: dict[tuple[str, int], str] = {}
         self._rejected: dict[tuple[str, int], str] = {}
         self._fetch_locks: dict[tuple[str, int], asyncio.Lock] = {}
-        self._events: deque[Event] = deque(maxlen=MAX_EVENTS)
+        self._history: EventLog | None = None
+        self._control_errors: dict[str, str] = {}  # model → what stops its rollout work
         self._replicas: dict[str, dict[str, Any]] = {}
         self._traffic: Counter[str] = Counter()
         self._aliases: dict[str, dict[str, int]] = {}
@@ -87,6 +85,9 @@ class Controller:
         self._settings = AppSettings.model_validate(config)
         if self._registry is None:
             self._registry = Registry(self._settings.registry.tracking_uri or "")
+        if self._history is None:
+            history = self._settings.history
+            self._history = EventLog(history.database_uri or "", history.retention_days)
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
@@ -116,9 +117,10 @@ class Controller:
             self._forget(name)
         await self._adopt_champions(todo.to_load)
         for name, info in models.items():
-            await self._follow_challenger(name, info.aliases.get(CHALLENGER), info.tags)
+            challenger = info.aliases.get(CHALLENGER)
+            await self._isolated(name, self._follow_challenger(name, challenger, info.tags))
         for name in list(self._rollouts):
-            await self._step(name)
+            await self._isolated(name, self._step(name))
         now = time.time()
         self._standby = {
             n: s for n, s in self._standby.items() if s[1] > now and n in self._champions
@@ -127,6 +129,24 @@ class Controller:
         self._metrics.registry_polls.inc(tags={"result": "ok"})
         self._metrics.last_successful_poll.set(now)
         self._last_poll.update(ok=True, at=now, error=None)
+
+    async def _isolated(self, name: str, work) -> None:
+        """Run one model's rollout work; a failure stops that model's rollout, no other's.
+
+        The error is recorded once per distinct message (not on every poll) and shown in
+        status until the model's work succeeds again.
+        """
+        try:
+            await work
+        except Exception as error:
+            message = f"{type(error).__name__}: {error}"
+            if self._control_errors.get(name) != message:
+                self._control_errors[name] = message
+                self._metrics.control_errors.inc(tags={"model": name})
+                self._record(name, "control_error", message)
+            logger.debug("rollout work for %s failed", name, exc_info=True)
+        else:
+            self._control_errors.pop(name, None)
 
     def _policy(self, tags: dict[str, str]) -> RolloutPolicy:
         override = tags.get(POLICY_TAG)
@@ -168,6 +188,8 @@ class Controller:
     def _forget(self, name: str) -> None:
         for state in (self._champions, self._rollouts, self._windows, self._standby):
             state.pop(name, None)
+        self._control_errors.pop(name, None)
+        self._metrics.forget_model(name)
         self._record(name, "removed", "no longer in the registry")
 
     async def _load_checked(self, name: str, version: int) -> ModelArtifact | None:
@@ -178,7 +200,9 @@ class Controller:
         try:
             fetched = await self._io(self._registry.fetch, name, version)
             await self._io(load_checked, fetched.artifact, fetched.input_example)
-        except (ModelLoadError, RegistryError, KeyError) as error:
+        except VersionNotFound:  # a client asked for a version that does not exist
+            return None
+        except (ModelLoadError, RegistryError) as error:
             reason = f"{type(error).__name__}: {error}"
             self._broken[key] = reason
             self._metrics.load_failures.inc(tags={"model": name})
@@ -233,7 +257,10 @@ class Controller:
             return self._broken.get((name, candidate), "the registry is unreachable")
         if artifact.features != champion.features:
             return "its signature differs from the champion's (feature names or order)"
-        evaluation = await self._io(self._registry.eval_set, name)
+        try:
+            evaluation = await self._io(self._registry.eval_set, name)
+        except RegistryError as error:
+            return f"the registered evaluation set is unusable: {error}"
         if evaluation is None:
             return "the model has no registered evaluation set to compare on"
         rows, labels, features = evaluation
@@ -285,7 +312,7 @@ class Controller:
         rollout = self._rollouts[name]
         artifact = await self._load_checked(name, rollout.candidate)
         if artifact is None:
-            await self._roll_back(name, "the candidate can no longer be loaded", "error_rate")
+            await self._roll_back(name, "the candidate can no longer be loaded", "load_failed")
             return
         await self._io(self._registry.set_alias, name, CHAMPION, rollout.candidate)
         await self._io(self._registry.delete_alias, name, CHALLENGER)
@@ -343,22 +370,18 @@ class Controller:
 
     def _export_gauges(self) -> None:
         for name, route in self._table.routes.items():
-            self._metrics.served_version.set(route.champion, tags={"model": name, "role": CHAMPION})
-            self._metrics.challenger_weight.set(
-                route.challenger_weight if route.challenger else 0.0, tags={"model": name}
-            )
             phase = self._rollouts[name].phase if name in self._rollouts else "idle"
-            for state in machine.PHASES:
-                self._metrics.rollout_state.set(
-                    float(state == phase), tags={"model": name, "state": state}
-                )
+            self._metrics.export_route(name, route, phase)
         self._metrics.models_routed.set(len(self._table.routes))
 
     def _record(self, model: str, kind: str, detail: str, version: int | None = None) -> None:
-        self._events.append(Event(time.time(), model, kind, detail, version))
+        try:
+            self._history.append(Event(time.time(), model, kind, detail, version))
+        except Exception as error:  # the history database is down: never stop control
+            logger.warning("could not record %s %s in the history: %s", model, kind, error)
         log = (
             logger.warning
-            if kind in ("load_failed", "gate_rejected", "rolled_back")
+            if kind in ("load_failed", "gate_rejected", "rolled_back", "control_error")
             else logger.info
         )
         log("%s: %s %s", model, kind, detail)
@@ -379,7 +402,8 @@ class Controller:
         A table not yet filled from the registry is never handed out: a restarted
         controller must not empty the replicas' tables while it takes its first sweep.
         """
-        self.report_loaded(replica, node, loaded)
+        revision = stamp[1] if stamp[0] == self._table.epoch else 0
+        self.report_loaded(replica, node, loaded, revision)
         self._traffic.update(traffic)
         for name, by_version in windows.items():
             if name in self._windows:
@@ -394,8 +418,18 @@ class Controller:
                 return None
         return self._table
 
-    def report_loaded(self, replica: str, node: str, loaded: list[str]) -> None:
-        self._replicas[replica] = {"loaded": sorted(loaded), "node": node, "seen": time.time()}
+    def report_loaded(
+        self, replica: str, node: str, loaded: list[str], revision: int | None = None
+    ) -> None:
+        """What a replica holds; `revision` is the table it serves from (None: unchanged)."""
+        if revision is None:
+            revision = self._replicas.get(replica, {}).get("revision", 0)
+        self._replicas[replica] = {
+            "loaded": sorted(loaded),
+            "node": node,
+            "seen": time.time(),
+            "revision": revision,
+        }
 
     async def artifact(self, name: str, version: int) -> ModelArtifact | str | None:
         """A checked version's bytes; None if it does not exist, a reason if it is unusable."""
@@ -406,8 +440,7 @@ class Controller:
         self._fetch_locks.pop(key, None)
         if key in self._artifacts:
             return self._artifacts[key]
-        reason = self._broken.get(key)
-        return None if reason is None or reason.startswith("KeyError") else reason
+        return self._broken.get(key)
 
     # -- admin ------------------------------------------------------------------------------------
     async def set_weight(self, name: str, weight: float) -> tuple[int, str]:
@@ -475,13 +508,16 @@ class Controller:
                 "rejected_versions": {
                     v: why for (n, v), why in self._rejected.items() if n == name
                 },
+                "control_error": self._control_errors.get(name),
             }
         return {
             "registry_uri": self._settings.registry.tracking_uri,
+            "controller_epoch": self._table.epoch,
             "table_revision": self._table.revision,
             "last_poll": self._last_poll,
             "replicas": {
-                r: {"loaded": len(i["loaded"]), "node": i["node"]} for r, i in live.items()
+                r: {"loaded": len(i["loaded"]), "node": i["node"], "table_revision": i["revision"]}
+                for r, i in live.items()
             },
             "models": models,
         }
@@ -500,8 +536,9 @@ class Controller:
             "shadow_compared": challenger.compared,
         }
 
-    async def history(self, name: str | None = None) -> list[dict[str, Any]]:
-        return [asdict(e) for e in self._events if name is None or e.model == name]
+    async def history(self, name: str | None = None, since: float | None = None) -> list[dict]:
+        events = await self._io(self._history.read, name, since)
+        return [asdict(e) for e in events]
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
+from serve_app import __version__
 from serve_app.core.cache import PredictionCache, feature_digest
 from serve_app.core.routing import ModelRoute, RoutingTable
 from serve_app.core.stats import VersionWindow
@@ -41,7 +42,7 @@ from serve_app.protocol.errors import (
 )
 from serve_app.runtime.onnx import ModelArtifact, OnnxModel
 from serve_app.serving import auth, http
-from serve_app.settings import AppSettings
+from serve_app.settings import APP_NAME, AppSettings
 
 logger = logging.getLogger("ray.serve")
 
@@ -410,7 +411,7 @@ class ScoringPool:
 
     async def _v2_server_metadata(self, request: Request, found: http.Match) -> Response:
         return _json(
-            {"name": "serve-app", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+            {"name": APP_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
         )
 
     async def _v2_model_metadata(self, request: Request, found: http.Match) -> Response:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+
+from tests.needs import missing, tool
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = REPO / "deployments"
@@ -82,9 +83,7 @@ def errors(validator: jsonschema.protocols.Validator, document: Any) -> list[str
 
 
 def kustomize(target: Path, kubeconfig: Path) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl is required for tests/deploy (it renders the kustomizations)")
+    kubectl = tool("kubectl", "`apt-get install kubectl` (.ci/run does); it renders kustomize")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}  # never talk to a server
     result = subprocess.run(
         [kubectl, "kustomize", str(target)], env=env, capture_output=True, text=True, timeout=60
@@ -96,7 +95,7 @@ def kustomize(target: Path, kubeconfig: Path) -> list[dict[str, Any]]:
 
 def require_schemas() -> Path:
     if not SCHEMAS.is_dir():
-        pytest.skip(f"schema data not found at {SCHEMAS} (see k8s-schemas/README.md)")
+        missing(f"schema data at {SCHEMAS}", "see k8s-schemas/README.md in the shared folder")
     return SCHEMAS
 
 

@@ -2,6 +2,7 @@
 
 Run: `.venv/bin/python -m pytest tests/deploy -q` (kubectl needed; promtool for the rule
 tests, `apt-get install prometheus`; the CRDs in ../shared/k8s-schemas for custom kinds).
+Without one of them the tests that need it skip, or fail under `CI=true` (`tests/needs.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import kubernetes_validate
@@ -33,15 +35,12 @@ from tests.deploy.conftest import (
     objects,
     one,
 )
+from tests.needs import tool
 
 CUSTOM_GROUPS = ("ray.io/", "monitoring.coreos.com/")
 RULES = DEPLOYMENTS / "monitoring/rules/serve-app-rules.yaml"
 RULES_TEST = DEPLOYMENTS / "monitoring/rules/serve-app-rules.test.yaml"
 DASHBOARD = DEPLOYMENTS / "monitoring/dashboards/serve-app.json"
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed: `apt-get install prometheus` (CI does)"
-)
 # Labels that Ray (replica identity) and the PodMonitor (target) add to every series.
 TARGET_LABELS = {"namespace", "pod", "application", "deployment", "replica", "ray_node_type"}
 # Labels KubeRay adds to the pods it creates from the RayService templates.
@@ -481,24 +480,31 @@ def test_every_alert_is_tested_firing_and_silent():
     assert silent == alerts, f"alerts never shown silent: {alerts - silent}"
 
 
-def _promtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)
+Promtool = Callable[..., subprocess.CompletedProcess]
 
 
-@needs_promtool
-def test_promtool_checks_the_rules():
-    result = _promtool("check", "rules", str(RULES))
+@pytest.fixture(scope="module")
+def promtool() -> Promtool:
+    """Runs promtool with the given arguments; without promtool, `missing` (fails under CI)."""
+    binary = tool("promtool", "`apt-get install prometheus` (.ci/run does)")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60)
+
+    return run
+
+
+def test_promtool_checks_the_rules(promtool: Promtool):
+    result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
-def test_promtool_unit_tests_pass():
-    result = _promtool("test", "rules", str(RULES_TEST))
+def test_promtool_unit_tests_pass(promtool: Promtool):
+    result = promtool("test", "rules", str(RULES_TEST))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
-def test_promtool_parses_every_dashboard_query(tmp_path):
+def test_promtool_parses_every_dashboard_query(promtool: Promtool, tmp_path):
     variables = {"$__rate_interval": "5m", "$namespace": ".*", "$model": ".*"}
     rules = []
     for index, (where, expr) in enumerate(_dashboard_exprs()):
@@ -510,7 +516,7 @@ def test_promtool_parses_every_dashboard_query(tmp_path):
         rules.append({"record": f"dashboard:query_{index}", "expr": expr})
     path = tmp_path / "dashboard-rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    result = _promtool("check", "rules", str(path))
+    result = promtool("check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
 
     path.write_text(
@@ -518,4 +524,4 @@ def test_promtool_parses_every_dashboard_query(tmp_path):
             {"groups": [{"name": "x", "rules": [{"record": "x", "expr": "sum by (a (b)"}]}]}
         )
     )
-    assert _promtool("check", "rules", str(path)).returncode != 0  # the check can fail
+    assert promtool("check", "rules", str(path)).returncode != 0  # the check can fail

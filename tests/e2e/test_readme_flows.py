@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import yaml
 
 from tests.conftest import http_ready, wait_until
 from tests.e2e.up import BIN, ROOT, serve_app_up, user_env
-from tests.integration.helpers import call, v2_payload
+from tests.integration.helpers import Traffic, call, v2_payload
 
 UP_PORT = 8124
 DEPLOY_PORT = 8125
@@ -104,32 +103,35 @@ def test_serve_deploy_config_then_settings_change_under_load(project_dir):
         rows = [[1.0] * 12] * 50
         assert call(f"{url}/v2/models/fraud-card-eu/infer", v2_payload(rows))[0] == 200
 
+        before = call(f"{url}/admin/models")[1]
+        history = call(f"{url}/admin/models/fraud-card-eu/history")[1]["events"]
+        assert history, "the control actor recorded nothing to keep"
+
         config["applications"][0]["args"]["limits"]["max_rows"] = 10
         config_file.write_text(yaml.safe_dump(config))
-        failures, stop = [], threading.Event()
-
-        def load() -> None:
-            while not stop.is_set():
-                status, answer, _ = call(f"{url}/v2/models/fraud-card-eu/infer", v2_payload())
-                if status != 200:
-                    failures.append((status, answer))
-
-        loader = threading.Thread(target=load)
-        loader.start()
-        try:
+        with Traffic(url, "fraud-card-eu", workers=4) as traffic:
             done = subprocess.run(
                 deploy, cwd=project_dir, env=env, capture_output=True, text=True, timeout=120
             )
             assert done.returncode == 0, done.stdout + done.stderr
             wait_until(
                 lambda: call(f"{url}/v2/models/fraud-card-eu/infer", v2_payload(rows))[0] == 422,
-                timeout=60,
+                timeout=120,
                 what="the new row limit to take effect",
             )
-        finally:
-            stop.set()
-            loader.join(timeout=30)
-        assert not failures, failures[:3]
+        assert not traffic.failures, traffic.failures[:3]
+        # What a settings-only deploy does on Ray 2.60: it rebuilds the application (Ray
+        # hashes `args` into the code version), so the control actor and every replica are
+        # new; the event history outlives them (settings.HistorySettings).
+        after = call(f"{url}/admin/models")[1]
+        assert after["controller_epoch"] != before["controller_epoch"]
+        wait_until(  # the old replicas are gone (status forgets silent ones after 30 s)
+            lambda: not set(call(f"{url}/admin/models")[1]["replicas"]) & set(before["replicas"]),
+            timeout=60,
+            what="the old replicas to be replaced",
+        )
+        kept = call(f"{url}/admin/models/fraud-card-eu/history")[1]["events"]
+        assert kept[: len(history)] == history
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=120)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import time
-import urllib.request
 
 from serve_app.registry.seed import seed_model
-from tests.conftest import CACHE_TTL_S, CACHED_MODEL, METRICS_EXPORT_PORT, wait_until
-from tests.integration.helpers import ROW, call, v2_payload
+from tests.conftest import CACHE_TTL_S, CACHED_MODEL, wait_until
+from tests.integration.helpers import ROW, call, exported, settled, v2_payload
 
 CACHE_HEADER = "x-prediction-cache"
 
 
 def score(url: str, model: str, row: list[float], version: int | None = None):
     path = f"/versions/{version}" if version else ""
-    status, answer, headers = call(f"{url}/v2/models/{model}{path}/infer", v2_payload([row]))
+    # The affinity header, as clients of the shipped layout send it: the cache is per replica.
+    affinity = {"serve_multiplexed_model_id": model}
+    status, answer, headers = call(
+        f"{url}/v2/models/{model}{path}/infer", v2_payload([row]), headers=affinity
+    )
     assert status == 200, answer
     return answer["outputs"][0]["data"], headers
 
@@ -54,21 +57,18 @@ def test_a_new_champion_never_answers_from_the_old_versions_entries(service):
 
 
 def test_hit_rate_is_exported_per_model(service):
+    """Counted from a baseline: the counter is cumulative, and earlier tests hit it too."""
     row = [*ROW[:-1], 11.5]
+    labels = {"model": CACHED_MODEL}
+    family = "ray_serve_app_prediction_cache_requests_total"
+    before = {r: settled(family, **labels, result=r) for r in ("hit", "miss")}
     for _ in range(3):
         score(service.url, CACHED_MODEL, row)
 
-    def hits_exported() -> float:
-        url = f"http://127.0.0.1:{METRICS_EXPORT_PORT}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            text = answer.read().decode()
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("ray_serve_app_prediction_cache_requests_total")
-            and f'model="{CACHED_MODEL}"' in line
-            and 'result="hit"' in line
-        )
+    def counted() -> dict[str, float]:
+        return {r: exported(family, **labels, result=r) - before[r] for r in ("hit", "miss")}
 
-    # Ray's metrics agent exports every few seconds: wait for both hits to show.
-    wait_until(lambda: hits_exported() >= 2, timeout=30, interval=1.0, what="2 cache hits")
+    # Ray's metrics agent exports every few seconds: wait for all three lookups to show.
+    wait_until(lambda: sum(counted().values()) >= 3, timeout=30, interval=1.0, what="3 lookups")
+    time.sleep(1.0)  # a miscount would show as more than three
+    assert counted() == {"hit": 2, "miss": 1}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import numpy as np
 import pytest
 import tritonclient.http as triton
@@ -59,6 +61,8 @@ def test_tritonclient_talks_to_the_service(service):
     client = triton.InferenceServerClient(service.url.removeprefix("http://"))
     name = DEMO_MODELS[2]
     assert client.is_server_live() and client.is_server_ready()
+    server = client.get_server_metadata()
+    assert server["name"] == "serve-app" and server["version"] == version("serve-app")
     assert client.is_model_ready(name)
     metadata = client.get_model_metadata(name)
     assert metadata["inputs"][0]["shape"] == [-1, len(FEATURES)]

@@ -110,6 +110,89 @@ def test_v2_bad_inputs_name_the_problem(inputs, error, words):
     assert "0.4" not in caught.value.message  # feature values are never echoed
 
 
+def spec(data, datatype="FP32", **fields) -> dict:
+    return {"name": "input", "shape": [1, 3], "datatype": datatype, "data": data, **fields}
+
+
+NOT_AN_OBJECT = ["routing_key=a", ["routing_key", "a"], [], 3, True]
+
+
+@pytest.mark.parametrize("bad", NOT_AN_OBJECT)
+def test_v2_request_parameters_must_be_an_object(bad):
+    with pytest.raises(BadRequest) as caught:
+        decode_v2(v2_body([spec(ROW)], parameters=bad))
+    assert caught.value.message == "'parameters' must be an object"
+
+
+@pytest.mark.parametrize("bad", NOT_AN_OBJECT)
+def test_v2_tensor_parameters_must_be_an_object(bad):
+    with pytest.raises(BadRequest) as caught:
+        decode_v2(v2_body([spec(ROW), spec(ROW, parameters=bad) | {"name": "x"}]))
+    assert caught.value.message == "inputs[1].parameters must be an object"
+
+
+def test_v2_null_parameters_count_as_absent():
+    got = decode_v2(v2_body([spec(ROW, parameters=None)], parameters=None))
+    np.testing.assert_allclose(got.batch, [ROW], rtol=1e-6)
+    assert got.parameters == {}
+    got = decode_v2(v2_body([spec(ROW, parameters={})], parameters={"routing_key": "a"}))
+    assert got.parameters == {"routing_key": "a"}
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "needs"),
+    [
+        ("INT8", [1, 0.4, 2], "integers in [-128, 127]"),
+        ("INT8", [1, 128, 2], "integers in [-128, 127]"),
+        ("INT8", [1, -129, 2], "integers in [-128, 127]"),
+        ("UINT8", [1, -1, 2], "integers in [0, 255]"),
+        ("UINT16", [1, 65536, 2], "integers in [0, 65535]"),
+        ("INT32", [1, 2**31, 2], "integers in [-2147483648, 2147483647]"),
+        ("INT64", [1, 2**63, 2], "integers in [-9223372036854775808, 9223372036854775807]"),
+        ("INT64", [1, 2.0**63, 2], "integers in [-9223372036854775808, 9223372036854775807]"),
+        ("UINT64", [1, 2.0**64, 2], "integers in [0, 18446744073709551615]"),
+        ("UINT64", [0.5, 2**64 - 1, 2], "integers in [0, 18446744073709551615]"),
+        ("UINT64", [1, -1, 2**64 - 1], "integers in [0, 18446744073709551615]"),
+        ("BOOL", [True, 2, False], "true or false"),
+        ("BOOL", [1, 0, 1], "true or false"),
+        ("BOOL", [True, 0.5, False], "true or false"),
+    ],
+)
+def test_v2_json_data_must_fit_its_datatype(datatype, data, needs):
+    with pytest.raises(InvalidInput) as caught:
+        decode_v2(v2_body([spec(data, datatype)]))
+    assert caught.value.message == f"input 'input': datatype {datatype} needs {needs}"
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data"),
+    [
+        ("INT8", [-128, 127, 3.0]),
+        ("UINT8", [0, 255, True]),
+        ("INT64", [-(2**63), 2**63 - 1, 0]),
+        ("UINT64", [0, 2**64 - 1, 7]),
+        ("UINT64", [0, 2**64 - 1, 7.0]),
+        ("INT64", [-(2**63), 2.0**62, 7]),
+        ("BOOL", [True, False, True]),
+        ("FP16", [1e6, 0.4, -3]),
+        ("FP64", [1e30, 0.4, -3]),
+    ],
+)
+def test_v2_json_data_that_fits_its_datatype_is_accepted(datatype, data):
+    got = decode_v2(v2_body([spec(data, datatype)]))
+    np.testing.assert_allclose(got.batch, np.array([data], dtype=np.float32))
+    assert got.batch.dtype == np.float32
+
+
+def test_v2_binary_data_is_typed_by_its_bytes():
+    tensor = np.array([[-1, 0, 1]], dtype=np.int8)
+    header = orjson.dumps(
+        {"inputs": [spec(None, "INT8", parameters={"binary_data_size": tensor.nbytes})]}
+    )
+    got = decode_v2(header + tensor.tobytes(), str(len(header)))
+    np.testing.assert_allclose(got.batch, tensor)
+
+
 def test_v2_malformed_json_and_bad_header():
     with pytest.raises(BadRequest, match="malformed JSON"):
         decode_v2(b"{not json")
@@ -196,6 +279,20 @@ def test_mlflow_bad_inputs(payload, error, words):
     with pytest.raises(error) as caught:
         decode_mlflow(payload)
     assert words in caught.value.message
+
+
+@pytest.mark.parametrize("bad", NOT_AN_OBJECT)
+def test_mlflow_params_must_be_an_object(bad):
+    with pytest.raises(BadRequest) as caught:
+        decode_mlflow({"inputs": [ROW], "params": bad})
+    assert caught.value.message == "'params' must be an object"
+
+
+def test_mlflow_null_params_count_as_absent():
+    decoded = mlflow_scoring.decode_request(
+        orjson.dumps({"inputs": [ROW], "params": None}), FEATURES, max_rows=100
+    )
+    assert decoded.parameters == {}
 
 
 def test_http_routes():

@@ -28,6 +28,31 @@ def test_gate_admits_an_equal_candidate_and_names_each_failure():
     assert "budget" in machine.gate(POLICY, GOOD, EvalResult(0.90, 0.60, 50.0))
 
 
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("champion", "candidate", "reason"),
+    [
+        (EvalResult(NAN, 0.6, 0.2), EvalResult(NAN, 0.6, 0.2), "no AUC (it needs both classes)"),
+        (GOOD, EvalResult(NAN, 0.6, 0.2), "no AUC"),
+        (EvalResult(0.9, NAN, 0.2), EvalResult(0.9, NAN, 0.2), "no recall"),
+        (GOOD, EvalResult(0.9, 0.6, NAN), "no single-row latency"),
+    ],
+)
+def test_gate_refuses_a_candidate_the_evaluation_set_cannot_judge(champion, candidate, reason):
+    """Comparisons with NaN are all False: without this check no margin could fail."""
+    assert reason in machine.gate(POLICY, champion, candidate)
+
+
+def test_gate_refuses_with_the_evaluation_sets_problem():
+    unusable = EvalResult.unusable("the evaluation set has no 'is_fraud' label column")
+    assert machine.gate(POLICY, unusable, unusable) == (
+        "the evaluation set has no 'is_fraud' label column"
+    )
+    assert "label column" in machine.gate(POLICY, GOOD, unusable)
+
+
 def test_canary_walks_steps_after_dwell_and_requests_then_promotes():
     r = Rollout.start("m", 2, 1, POLICY, now=0.0)
     assert (r.phase, r.weight) == ("canary", 5.0)
