@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from serve_app.settings import APP_NAME, AppSettings
 DEFAULT_CONFIG = Path("configs/serve_config.yaml")
 DEFAULT_URL = "http://127.0.0.1:8000"
 READY_TIMEOUT_S = 180
+
 
 def _load_config(path: Path | None) -> dict[str, Any]:
     path = path or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
@@ -252,7 +254,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     try:
-        events = _get_json(f"{args.url}/admin/models/{args.name}/history")["events"]
+        query = f"?since={urllib.parse.quote(args.since)}" if args.since else ""
+        events = _get_json(f"{args.url}/admin/models/{args.name}/history{query}")["events"]
     except urllib.error.HTTPError as error:
         print(f"{error.code}: {json.loads(error.read()).get('error')}", file=sys.stderr)
         return 1
@@ -284,11 +287,16 @@ def cmd_k8s(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve-app", description=__doc__)
-    parser.add_argument("--config", type=Path, help=f"Serve config file (default {DEFAULT_CONFIG})")
-    parser.add_argument("--home", type=Path, help="state folder (default ./.serve-app)")
+    _global_options(parser, default=None)
+    # The same options after the subcommand too, as people type them (`up --home DIR`);
+    # there they default to "not given", so a value before the subcommand still counts.
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("up", help="seed on first run, start Ray and serve until Ctrl-C")
+    up = commands.add_parser(
+        "up", help="seed on first run, start Ray and serve until Ctrl-C", parents=[common]
+    )
     up.add_argument("--port", type=int, help="HTTP port (default from the config file: 8000)")
     up.add_argument("--no-seed", action="store_true", help="never seed demo models")
     up.add_argument(
@@ -298,12 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(func=cmd_up)
 
-    status = commands.add_parser("status", help="models, versions, aliases, weights, loaded")
+    status = commands.add_parser(
+        "status", help="models, versions, aliases, weights, loaded", parents=[common]
+    )
     status.add_argument("--json", action="store_true")
     status.add_argument("--url", default=DEFAULT_URL)
     status.set_defaults(func=cmd_status)
 
-    register = commands.add_parser("register", help="register a LightGBM or ONNX model file")
+    register = commands.add_parser(
+        "register", help="register a LightGBM or ONNX model file", parents=[common]
+    )
     register.add_argument("model_file", type=Path)
     register.add_argument("--name", required=True)
     register.add_argument("--alias", choices=["champion", "challenger"])
@@ -316,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("rollback", cmd_rollback, "abort the rollout, or move champion back to the previous"),
         ("history", cmd_history, "the model's rollout and serving events"),
     ):
-        command = commands.add_parser(name, help=text)
+        command = commands.add_parser(name, help=text, parents=[common])
         command.add_argument("name")
         command.add_argument("--url", default=DEFAULT_URL)
         command.set_defaults(func=func)
@@ -324,17 +336,36 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--weight", type=float, required=True, help="percent, 0-100")
         if name == "history":
             command.add_argument("--json", action="store_true")
+            command.add_argument(
+                "--since", help="only events since a Unix time or an age: 30m, 2h, 7d"
+            )
 
-    seed = commands.add_parser("seed", help="register the demo models the registry lacks")
+    seed = commands.add_parser(
+        "seed", help="register the demo models the registry lacks", parents=[common]
+    )
     seed.add_argument("--count", type=int)
     seed.set_defaults(func=cmd_seed)
 
-    k8s = commands.add_parser("k8s", help="Kubernetes manifests")
+    k8s = commands.add_parser("k8s", help="Kubernetes manifests", parents=[common])
     k8s_commands = k8s.add_subparsers(dest="k8s_command", required=True)
-    render = k8s_commands.add_parser("render", help="render the RayService from the config")
+    render = k8s_commands.add_parser(
+        "render", help="render the RayService from the config", parents=[common]
+    )
     render.add_argument("--check", action="store_true", help="fail if the committed file drifted")
     render.set_defaults(func=cmd_k8s)
     return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default,
+        help=f"Serve config file (default {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--home", type=Path, default=default, help="state folder (default ./.serve-app)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

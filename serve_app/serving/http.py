@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from serve_app.protocol.errors import MethodNotAllowed, NotFound
+from serve_app.protocol.errors import BadRequest, MethodNotAllowed, NotFound
 
 _NAME = r"(?P<name>[^/]+)"
 _VERSION = r"(?:/versions/(?P<version>[^/]+))?"
@@ -62,3 +62,20 @@ def parse_version(raw: str | None) -> int | None:
     if not raw.isdigit():
         raise NotFound(f"version '{raw[:32]}' is not a registry version number")
     return int(raw)
+
+
+DURATION_UNITS_S = {"s": 1.0, "m": 60.0, "h": 3_600.0, "d": 86_400.0}
+
+
+def parse_since(raw: str | None, now: float) -> float | None:
+    """`since` as a Unix time, given as one (`1764580000`) or as an age (`30m`, `2h`, `7d`)."""
+    if raw is None or raw == "":
+        return None
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in DURATION_UNITS_S else (raw, "")
+    try:
+        value = float(number)
+    except ValueError:
+        raise BadRequest("'since' must be a Unix time or an age such as 30m, 2h or 7d") from None
+    if not value >= 0 or value == float("inf"):
+        raise BadRequest("'since' must be a finite, non-negative number")
+    return now - value * DURATION_UNITS_S[unit] if unit else value

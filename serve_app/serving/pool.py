@@ -458,9 +458,9 @@ class ScoringPool:
         return _admin_answer(await self._controller.rollback.remote(found.name))
 
     async def _admin_history(self, request: Request, found: http.Match) -> Response:
-        return _json(
-            {"model": found.name, "events": await self._controller.history.remote(found.name)}
-        )
+        since = http.parse_since(request.query_params.get("since"), time.time())
+        events = await self._controller.history.remote(found.name, since)
+        return _json({"model": found.name, "since": since, "events": events})
 
 
 def _json(content: Any, status: int = 200) -> Response:

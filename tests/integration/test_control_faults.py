@@ -117,3 +117,15 @@ def test_a_model_removed_from_the_registry_leaves_the_gauges(service):
         what="the removed model's gauge to drop to 0",
     )
     assert exported("ray_serve_app_rollout_state", model=name) == 0
+
+
+def test_history_filters_by_time_and_refuses_a_bad_since(service):
+    name = DEMO_MODELS[0]
+    url = f"{service.url}/admin/models/{name}/history"
+    everything = call(url)[1]["events"]
+    assert everything and everything[0]["kind"] == "champion_serving"
+    recent = call(f"{url}?since={everything[-1]['at']}")[1]["events"]
+    assert recent and all(e["at"] >= everything[-1]["at"] for e in recent)
+    assert call(f"{url}?since=1s")[1]["events"] == [], "nothing happened to it in the last second"
+    status, answer, _ = call(f"{url}?since=yesterday")
+    assert status == 400 and "'since'" in answer["error"]

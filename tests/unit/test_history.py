@@ -1,0 +1,64 @@
+"""The durable event history: it outlives its writer, filters by model and time, prunes by
+age; and the `since` the HTTP API and CLI take."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from serve_app.history import PRUNE_EVERY, Event, EventLog
+from serve_app.protocol.errors import BadRequest
+from serve_app.serving.http import parse_since
+
+NOW = 1_764_580_000.0
+
+
+def test_events_outlive_the_log_that_wrote_them_and_filter_by_model_and_time(tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'history.db'}"
+    writer = EventLog(uri, retention_days=400)
+    for at, model, kind in [
+        (NOW - 50, "a", "gate_passed"),
+        (NOW - 20, "b", "promoted"),
+        (NOW - 10, "a", "rolled_back"),
+    ]:
+        writer.append(Event(at, model, kind, "detail", 3))
+    reader = EventLog(uri, retention_days=400)  # a restarted control actor
+    assert [e.kind for e in reader.read("a")] == ["gate_passed", "rolled_back"]
+    assert [e.kind for e in reader.read(None, since=NOW - 30)] == ["promoted", "rolled_back"]
+    assert [e.kind for e in reader.read(limit=1)] == ["rolled_back"]  # the newest, oldest first
+    assert reader.read("a")[0] == Event(NOW - 50, "a", "gate_passed", "detail", 3)
+
+
+def test_events_older_than_the_retention_are_pruned(tmp_path: Path):
+    log = EventLog(f"sqlite:///{tmp_path / 'history.db'}", retention_days=1)
+    now = time.time()  # retention counts back from the real clock
+    log.append(Event(now - 3 * 86_400, "a", "old", ""))
+    for n in range(PRUNE_EVERY):
+        log.append(Event(now + n, "a", "new", ""))
+    kinds = {e.kind for e in log.read("a", limit=10 * PRUNE_EVERY)}
+    assert "old" not in kinds and kinds == {"new"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "since"),
+    [
+        (None, None),
+        ("", None),
+        ("1764000000", 1_764_000_000.0),
+        ("90s", NOW - 90),
+        ("30m", NOW - 1_800),
+        ("2h", NOW - 7_200),
+        ("7d", NOW - 604_800),
+        ("1.5h", NOW - 5_400),
+    ],
+)
+def test_since_is_a_unix_time_or_an_age(raw, since):
+    assert parse_since(raw, NOW) == since
+
+
+@pytest.mark.parametrize("raw", ["yesterday", "2w", "-5m", "nan", "inf", "h"])
+def test_a_since_that_is_neither_is_refused(raw):
+    with pytest.raises(BadRequest, match="'since'"):
+        parse_since(raw, NOW)
