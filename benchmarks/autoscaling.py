@@ -34,10 +34,10 @@ from benchmarks import models
 from benchmarks.localcluster import PoolSample, deploy, free_port, local_cluster, sample_pool
 from benchmarks.peers import MULTIPLEX_HEADER, REPO_DIR, Workspace
 from benchmarks.run import QUICK_MODELS, RESULTS, WORK_DIR, Progress, quiet, workspace
-from serve_app.settings import AppSettings, PoolSettings
+from serve_app.settings import AppSettings, RouterSettings
 
 # Short delays so that one run shows both directions in about three minutes.
-POOL = PoolSettings(
+POOL = RouterSettings(
     min_replicas=1,
     max_replicas=4,
     target_ongoing_requests=2,
@@ -55,7 +55,7 @@ class Plan:
     cooldown_max_s: float = 90.0
     concurrency: int = 16
     models: int | None = None  # None: all 54 demo models
-    pool: PoolSettings = field(default_factory=lambda: POOL)
+    pool: RouterSettings = field(default_factory=lambda: POOL)
 
     @property
     def cpus_per_worker(self) -> int:
@@ -145,7 +145,7 @@ def trace_path(ws: Workspace) -> Path:
 def run(plan: Plan, ws: Workspace, progress: Progress) -> tuple[list, dict, dict]:
     """The three phases on a fresh local cluster: (samples, loadgen summary, layout)."""
     pool = plan.pool
-    settings = AppSettings(home=str(ws.registry), pool=pool)
+    settings = AppSettings(home=str(ws.registry), router=pool)
     layout = {"workers": plan.workers, "cpus_per_worker": plan.cpus_per_worker, "head_cpus": 0}
     progress(
         f"starting a local Ray cluster: head (0 CPUs) + {plan.workers} worker raylets "
@@ -212,7 +212,7 @@ def write(
     out.with_suffix(".md").write_text(
         f"# Autoscaling {stamp}\n\n{title}.\n\n"
         f"`{command}`; pool settings "
-        f"(AppSettings.pool): `{plan.pool.model_dump_json()}`.\n\n"
+        f"(AppSettings.router): `{plan.pool.model_dump_json()}`.\n\n"
         + "\n".join(f"- {line}" for line in lines)
         + f"\n\n## Phases\n\n{report.markdown(stages, report.PHASES)}\n\n"
         f"## Timeline (one sample a second)\n\n{report.markdown(rows, report.TIMELINE)}\n\n"

@@ -128,7 +128,7 @@ def traffic(names: list[str], length: int, s: float = ZIPF_S, seed: int = 7) -> 
 def serve_config(ws: Workspace, setup: Setup) -> Path:
     """The benchmark config (2 fixed pool replicas) with this run's LRU size and hot set."""
     document = yaml.safe_load(peers.BEST_VARIANT.config.read_text())
-    pool = document["applications"][0]["args"]["pool"]
+    pool = document["applications"][0]["args"]["router"]
     pool.update(max_models_per_replica=setup.lru, preload_top_k=setup.hot)
     path = ws.root / "serve_config.density.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -161,7 +161,7 @@ def replica_id(pid: int) -> str:
         for fd in os.scandir(f"/proc/{pid}/fd"):
             with contextlib.suppress(OSError):
                 target = os.readlink(fd.path)
-                if "replica_serve-app_ScoringPool_" in target:
+                if "replica_serve-app_Router_" in target:
                     return Path(target).stem.rsplit("_", 1)[-1]
     return f"pid {pid}"
 
@@ -171,7 +171,7 @@ def roles(tree: list[int]) -> dict[int, str]:
     found = {}
     for pid in tree:
         role = proctree.role(pid)
-        if role == proctree.POOL_REPLICA:
+        if role == proctree.ROUTER_REPLICA:
             found[pid] = replica_id(pid)
         elif role == proctree.CONTROLLER_REPLICA:
             found[pid] = "controller"

@@ -36,7 +36,7 @@ def replicas_config(ws: Workspace, replicas: int, cached: bool = False) -> Path:
     source = (ws.src or REPO_DIR) / "configs" / "serve_config.yaml"
     document = yaml.safe_load(source.read_text())
     args = document["applications"][0]["args"]
-    args["pool"]["min_replicas"] = args["pool"]["max_replicas"] = replicas
+    args["router"]["min_replicas"] = args["router"]["max_replicas"] = replicas
     if cached:
         args["cache"] = {**args.get("cache", {}), "models": ["*"]}
     path = ws.root / "configs" / f"replicas-{replicas}{'-cached' if cached else ''}.yaml"

@@ -20,7 +20,7 @@ from benchmarks.servers import port_is_free
 from serve_app.settings import APP_NAME, AppSettings
 
 PORTS = range(8450, 8500)  # autoscaling runs only (tests: 8123-8278, benchmarks.run: 83xx)
-POOL_DEPLOYMENT = "ScoringPool"
+POOL_DEPLOYMENT = "Router"
 # Set before the first raylet starts: every Ray process and replica inherits them. No token
 # auth (a stray ~/.ray/auth_token must not turn it on), Ray Serve's default proxy on every
 # node (HAProxy's header hash would remap models whenever the replica count changes), and

@@ -213,6 +213,8 @@ def measure_peer(
                 result["canaries"]["splitting_at_end"] = canaries_splitting(peer)
             result["rss_mb"] = max(p["server_rss_mb"] for p in result["points"].values())
             result["pss_mb"] = max(p["server_pss_mb"] for p in result["points"].values())
+            if peer.cold_start:  # a Ray tree: say which processes the memory is in
+                result["pss_by_role_mb"] = proctree.pss_by_role(peer.server.remember_tree())
     except Exception as error:  # one peer failing must not lose the others' numbers
         result["error"] = f"{type(error).__name__}: {error}"
         progress(f"{peer.label}: FAILED: {result['error']} (log: {peer.server.log})")

@@ -64,6 +64,19 @@ def start_canaries(home: Path, names: list[str], progress: Progress) -> list[str
     return chosen
 
 
+def assign_pools(home: Path, names: list[str]) -> list[str]:
+    """Put the demo's pooled models among `names` on their pool, as the seeder does on a
+    fresh home (a benchmark registry seeded before pools existed lacks the tag)."""
+    from serve_app.core.placement import POOL_TAG
+    from serve_app.registry.seed import DEMO_POOL, POOLED_DEMO_MODELS
+
+    registry = _registry(home)
+    pooled = [name for name in POOLED_DEMO_MODELS if name in names]
+    for name in pooled:
+        registry.set_model_tag(name, POOL_TAG, DEMO_POOL)
+    return pooled
+
+
 def export_onnx(home: Path, names: list[str], out: Path) -> dict[str, Path]:
     """Each model's champion ONNX graph as `out/<name>.v<version>.onnx` (cached)."""
     from serve_app.registry.mlflow_registry import CHAMPION

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks.models import CANARY_EVERY, CANARY_WEIGHT
@@ -177,6 +177,21 @@ def serve_app(
         + (f"; canary {CANARY_WEIGHT:g}% on {len(canaries)} models" if canaries else ""),
         cold_start=True,
         canaries=canaries,
+    )
+
+
+def serve_app_pool(ws: Workspace) -> Peer:
+    """serve-app measured on its pooled demo models only: router → model pool, one more hop
+    and another environment (onnxruntime 1.20.1), beside the fast-lane row."""
+    from serve_app.registry.seed import POOLED_DEMO_MODELS
+
+    peer = serve_app(ws, canaries=())
+    return replace(
+        peer,
+        label="serve-app (pool model)",
+        models=POOLED_DEMO_MODELS,
+        notes=f"{peer.notes}; only {', '.join(POOLED_DEMO_MODELS)}, scored on its model pool",
+        cold_start=False,
     )
 
 

@@ -83,11 +83,13 @@ def pss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
-POOL_REPLICA, CONTROLLER_REPLICA = "pool replica", "serve-app controller"
+ROUTER_REPLICA, CONTROLLER_REPLICA = "router replica", "serve-app controller"
+MODEL_POOL_REPLICA = "model pool replica"
 _TITLES = {
-    "ray::ServeReplica:serve-app:ScoringPool": POOL_REPLICA,
+    "ray::ServeReplica:serve-app:Router": ROUTER_REPLICA,
     "ray::ServeReplica:serve-app:Controller": CONTROLLER_REPLICA,
 }
+_MODEL_POOL_TITLE = "ray::ServeReplica:serve-app:ModelPool-"
 _COMMANDS = (
     ("haproxy", "HAProxy"),
     ("raylet", "raylet"),
@@ -112,7 +114,17 @@ def role(pid: int) -> str:
     words = cmdline(pid).split()
     if not words:
         return "gone"
+    if words[0].startswith(_MODEL_POOL_TITLE):
+        return MODEL_POOL_REPLICA
     if words[0].startswith("ray::"):
         return _TITLES.get(words[0], words[0].removeprefix("ray::"))
     head = " ".join(words[:3])
     return next((name for needle, name in _COMMANDS if needle in head), Path(words[0]).name)
+
+
+def pss_by_role(pids: list[int]) -> dict[str, float]:
+    """PSS in MB summed per role (`role`), largest first: what each kind of process costs."""
+    totals: dict[str, float] = defaultdict(float)
+    for pid in pids:
+        totals[role(pid)] += pss_mb([pid])
+    return {name: round(mb, 1) for name, mb in sorted(totals.items(), key=lambda kv: -kv[1])}

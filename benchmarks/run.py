@@ -77,6 +77,7 @@ def prepare_registry(ws: Workspace, progress: Progress) -> dict[str, Path]:
     with quiet(ws.log("registry")):
         models.seed(ws.registry, len(ws.models), progress=lambda _: None)
         models.start_canaries(ws.registry, list(ws.models), progress=lambda _: None)
+        models.assign_pools(ws.registry, list(ws.models))
         return models.export_onnx(ws.registry, list(ws.models), ws.root / "onnx")
 
 
@@ -84,11 +85,23 @@ def peer_list(ws: Workspace, onnx: dict[str, Path], quick: bool, progress: Progr
     chosen = [peers.serve_app(ws), peers.fastapi(ws, onnx_dir=ws.root / "onnx")]
     if quick:
         return chosen
+    chosen.insert(1, peers.serve_app_pool(ws))
     venv = peers.install_mlserver(ws, progress)
     repository = ws.root / "mlserver" / "models"
     with quiet(ws.log("lightgbm")):
         models.write_mlserver_repository(onnx, repository, progress=lambda _: None)
     return [*chosen, peers.mlserver(ws, venv, repository), peers.mlflow_serve(ws)]
+
+
+def memory_by_role(results: list[dict]) -> str:
+    """serve-app's PSS per kind of process, from its first measured run."""
+    measured = next((r["pss_by_role_mb"] for r in results if "pss_by_role_mb" in r), None)
+    if not measured:
+        return ""
+    lines = ["", "serve-app's memory by process (PSS, MB, after the load points):", ""]
+    lines += ["| process | PSS MB |", "|---|---:|"]
+    lines += [f"| {name} | {mb:,.1f} |" for name, mb in measured.items()]
+    return "\n".join(lines) + f"\n| total | {sum(measured.values()):,.1f} |\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Benchmark {stamp}{' (quick)' if args.quick else ''}\n\n{title}.\n\n"
         f"{report.markdown(table)}\n\n{notes}\n"
         f"- floor: serve-app's OnnxModel.predict in process ({floor['model']})\n"
+        f"{memory_by_role(results)}"
     )
     report.chart(table, out.with_suffix(".png"), f"{title} ({stamp})")
     raw = {"title": title, "plan": asdict(plan), "floor": floor, "results": results}

@@ -47,8 +47,9 @@ class BufferedCounter:
             self._counter.inc(value, tags=dict(labels))
 
 
-class PoolMetrics:
-    """Metrics recorded by scoring replicas; per-request counters are buffered (`flush`)."""
+class ScoringMetrics:
+    """Metrics recorded where models are scored (router replicas, pool replicas);
+    per-request counters are buffered (`flush`)."""
 
     def __init__(self) -> None:
         self.requests = BufferedCounter(
@@ -93,7 +94,7 @@ class PoolMetrics:
         )
         self.model_evictions = metrics.Counter(
             "serve_app_model_evictions",
-            description="Models evicted from a replica by the multiplexing LRU.",
+            description="Models evicted from a replica by its LRU of open models.",
             tag_keys=("model",),
         )
         self.model_load_seconds = metrics.Histogram(

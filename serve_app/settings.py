@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_HOME = "./.serve-app"
 HOME_ENV = "SERVE_APP_HOME"
@@ -27,8 +27,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PoolSettings(_Strict):
-    """The scoring pool: the ingress deployment that also hosts the models."""
+class Scaling(_Strict):
+    """Replica bounds and autoscaling of one Serve deployment (Serve's own options)."""
 
     min_replicas: int = Field(1, ge=1)
     max_replicas: int = Field(2, ge=1)
@@ -37,12 +37,60 @@ class PoolSettings(_Strict):
     upscale_delay_s: float = Field(10.0, ge=0)
     downscale_delay_s: float = Field(120.0, ge=0)
     num_cpus: float = Field(0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Scaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be >= min_replicas")
+        return self
+
+    def autoscaling_config(self) -> dict[str, float]:
+        return {
+            "min_replicas": self.min_replicas,
+            "initial_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s,
+            "downscale_delay_s": self.downscale_delay_s,
+        }
+
+
+class RouterSettings(Scaling):
+    """The ingress router: the HTTP API, the canary split, and the fast lane in process."""
+
     max_models_per_replica: int = Field(
-        128, ge=1, description="LRU bound of Serve's model multiplexing, per replica."
+        128, ge=1, description="Models the fast lane keeps open per replica (LRU)."
     )
     preload_top_k: int = Field(
-        10, ge=0, description="Models loaded on every replica at start, busiest first."
+        10, ge=0, description="Models opened on every new replica at start, busiest first."
     )
+
+
+POOL_NAME = r"^[a-z][a-z0-9-]{0,30}$"
+
+
+class ModelPoolSettings(Scaling):
+    """A model pool: a deployment with its own Python environment, behind the router.
+
+    Models are assigned to it by the registered-model tag `serve_app.pool` or by the
+    name patterns in `models`; the router picks the version and the pool scores it
+    (Serve's model multiplexing: the pool replica that has the version open).
+    """
+
+    name: str = Field(pattern=POOL_NAME, description="Also the deployment's name suffix.")
+    models: tuple[str, ...] = Field((), description="Name patterns served by this pool.")
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict, description="Ray runtime_env: pip, env_vars (a container on KubeRay)."
+    )
+    max_models_per_replica: int = Field(32, ge=1, description="Serve multiplexing LRU bound.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources a replica needs: places the pool on a worker group "
+        "that offers them (its own image or hardware on KubeRay).",
+    )
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.25, gt=0)
 
 
 class RegistrySettings(_Strict):
@@ -124,7 +172,8 @@ class HistorySettings(_Strict):
 
 class AppSettings(_Strict):
     home: str = Field(DEFAULT_HOME, description=f"State folder; env ${HOME_ENV} wins.")
-    pool: PoolSettings = PoolSettings()
+    router: RouterSettings = RouterSettings()
+    pools: tuple[ModelPoolSettings, ...] = ()
     registry: RegistrySettings = RegistrySettings()
     limits: LimitSettings = LimitSettings()
     routing: RoutingSettings = RoutingSettings()
@@ -132,12 +181,13 @@ class AppSettings(_Strict):
     rollout: RolloutPolicy = RolloutPolicy()
     history: HistorySettings = HistorySettings()
 
-    @field_validator("pool")
+    @field_validator("pools")
     @classmethod
-    def _replica_bounds(cls, pool: PoolSettings) -> PoolSettings:
-        if pool.max_replicas < pool.min_replicas:
-            raise ValueError("pool.max_replicas must be >= pool.min_replicas")
-        return pool
+    def _distinct_pools(cls, pools: tuple[ModelPoolSettings, ...]) -> tuple:
+        names = [pool.name for pool in pools]
+        if len(names) != len(set(names)):
+            raise ValueError(f"pool names must be distinct: {names}")
+        return pools
 
     def resolved(self) -> AppSettings:
         """Pin the home folder and registry URI to absolute values.
@@ -151,9 +201,7 @@ class AppSettings(_Strict):
         registry = self.registry.model_copy(update={"tracking_uri": uri})
         database = self.history.database_uri or f"sqlite:///{home / 'history.db'}"
         history = self.history.model_copy(update={"database_uri": database})
-        return self.model_copy(
-            update={"home": str(home), "registry": registry, "history": history}
-        )
+        return self.model_copy(update={"home": str(home), "registry": registry, "history": history})
 
     @classmethod
     def from_serve_config(cls, document: dict[str, Any]) -> AppSettings:

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ADMIN_TOKEN = "integration-admin-token"
 os.environ["SERVE_APP_ADMIN_TOKEN"] = ADMIN_TOKEN  # replicas inherit the driver's environment
 
+SHIPPED_CONFIG = Path(__file__).parents[1] / "configs/serve_config.yaml"
 TEST_HTTP_PORT = 8123  # outside Ray's worker port range (10002-19999)
 METRICS_EXPORT_PORT = 8129  # Ray's Prometheus endpoint for this session's node
 POLL_INTERVAL_S = 0.5
@@ -99,13 +101,16 @@ def service(seeded_home: Path, ray_cluster) -> Iterator[Service]:
 
     from serve_app.registry.mlflow_registry import Registry
     from serve_app.serving.app import build_app
-    from serve_app.settings import APP_NAME
+    from serve_app.settings import APP_NAME, AppSettings
 
     serve.start(http_options={"host": "127.0.0.1", "port": TEST_HTTP_PORT})
+    shipped = AppSettings.from_serve_config(yaml.safe_load(SHIPPED_CONFIG.read_text()))
     args = {
         "home": str(seeded_home),
         "registry": {"poll_interval_s": POLL_INTERVAL_S},
         "cache": {"models": [CACHED_MODEL], "ttl_s": CACHE_TTL_S},
+        # the shipped model pools: their own runtime_env, built by Ray on first use
+        "pools": [pool.model_dump(mode="json") for pool in shipped.pools],
     }
     serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     url = f"http://127.0.0.1:{TEST_HTTP_PORT}"

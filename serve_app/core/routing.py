@@ -25,6 +25,7 @@ class ModelRoute:
     challenger_weight: float = 0.0  # percent of traffic, 0..100
     shadow: bool = False  # challenger scores a copy of the traffic, never answers
     standby: int | None = None  # the previous champion, kept open for a quick rollback
+    pool: str | None = None  # the model pool that scores it; None: the router's fast lane
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.challenger_weight <= 100.0:
@@ -91,12 +92,12 @@ class RoutingTable:
         return replace(self, revision=self.revision + 1, routes=routes, hot=hot)
 
     def changed_models(self, newer: RoutingTable) -> set[str]:
-        """Names whose routed versions differ between this table and a newer one."""
+        """Names whose routed versions or pool differ between this table and a newer one."""
         names = self.routes.keys() | newer.routes.keys()
         return {
             n
             for n in names
             if (r := self.routes.get(n)) is None
             or (s := newer.routes.get(n)) is None
-            or r.versions != s.versions
+            or (r.versions, r.pool) != (s.versions, s.pool)
         }

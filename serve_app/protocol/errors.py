@@ -51,3 +51,11 @@ class InvalidInput(ServeAppError):
 
 class NotReady(ServeAppError):
     status = 503
+
+
+def for_status(status: int, message: str) -> ServeAppError:
+    """The typed error for a status another process reported (a pool's answer)."""
+    for kind in (BadRequest, NotFound, Conflict, InvalidInput, NotReady):
+        if kind.status == status:
+            return kind(message)
+    return ServeAppError(message)

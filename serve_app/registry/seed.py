@@ -16,6 +16,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from serve_app.core.placement import POOL_TAG
 from serve_app.core.stats import roc_auc
 from serve_app.registry.features import FEATURES, LABEL_COLUMN
 from serve_app.registry.mlflow_registry import CHAMPION, Registry
@@ -27,6 +28,10 @@ DEMO_MODELS = tuple(f"fraud-{p}-{r}" for p in PRODUCTS for r in REGIONS)
 TRAIN_ROWS = 6_000
 EVAL_ROWS = 4_000
 FRAUD_RATE = 0.04
+# Demo models served by a model pool rather than the fast lane: the pool that
+# configs/serve_config.yaml declares, with an onnxruntime other than the router's.
+DEMO_POOL = "onnxruntime-1-20"
+POOLED_DEMO_MODELS = ("fraud-loan-mena",)
 
 
 def demo_names(count: int) -> list[str]:
@@ -131,6 +136,8 @@ def seed_demo_models(
     started = time.perf_counter()
     for index, name in enumerate(names, 1):
         version = seed_model(registry, name)
+        if name in POOLED_DEMO_MODELS:
+            registry.set_model_tag(name, POOL_TAG, DEMO_POOL)
         progress(
             f"  [{index:>2}/{len(names)}] {name} v{version} registered as @{CHAMPION} "
             f"({time.perf_counter() - started:.1f} s)"

@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 PROBABILITY_OUTPUTS = ("probability", "probabilities")
+RUNTIME = f"onnxruntime {ort.__version__}"  # named in every answer: which environment scored
 
 
 class ModelLoadError(Exception):
@@ -55,6 +56,15 @@ class OnnxModel:
             )
         outputs = [o.name for o in self._session.get_outputs()]
         self._output = next((o for o in PROBABILITY_OUTPUTS if o in outputs), outputs[-1])
+
+    @property
+    def runtime(self) -> str:
+        """This process's onnxruntime, read where the model runs.
+
+        Not a module constant: Serve pickles a deployment class by value, and a constant
+        its methods use would carry the building process's value into the replica.
+        """
+        return RUNTIME
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Fraud probability (positive class) per row."""

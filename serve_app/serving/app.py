@@ -1,7 +1,9 @@
 """Build the Serve application from settings: what `serve deploy`, `serve run` and `up` call.
 
 `configs/serve_config.yaml` names `serve_app.serving.app:build_app` as its import path
-and passes the settings as `args`.
+and passes the settings as `args`. The application is three kinds of deployment: the
+control actor, the router (the ingress, with the fast lane), and one deployment per
+model pool declared in the settings, each in its own runtime environment.
 """
 
 from __future__ import annotations
@@ -11,25 +13,35 @@ from typing import Any
 from ray.serve import Application
 
 from serve_app.serving.controller import Controller
-from serve_app.serving.pool import ScoringPool
-from serve_app.settings import AppSettings
+from serve_app.serving.pools import ModelPool, pool_deployment_name
+from serve_app.serving.router import Router
+from serve_app.settings import AppSettings, ModelPoolSettings
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     settings = AppSettings.model_validate(args or {}).resolved()
-    pool = settings.pool
     config = settings.model_dump(mode="json")
     controller = Controller.options(user_config=config).bind()
-    return ScoringPool.options(
+    pools = {pool.name: _pool(pool, config, controller) for pool in settings.pools}
+    router = settings.router
+    return Router.options(
+        user_config=config,
+        max_ongoing_requests=router.max_ongoing_requests,
+        ray_actor_options={"num_cpus": router.num_cpus},
+        autoscaling_config=router.autoscaling_config(),
+    ).bind(controller, pools)
+
+
+def _pool(pool: ModelPoolSettings, config: dict[str, Any], controller) -> Application:
+    actor_options: dict[str, Any] = {"num_cpus": pool.num_cpus}
+    if pool.runtime_env:
+        actor_options["runtime_env"] = pool.runtime_env
+    if pool.resources:
+        actor_options["resources"] = pool.resources
+    return ModelPool.options(
+        name=pool_deployment_name(pool.name),
         user_config=config,
         max_ongoing_requests=pool.max_ongoing_requests,
-        ray_actor_options={"num_cpus": pool.num_cpus},
-        autoscaling_config={
-            "min_replicas": pool.min_replicas,
-            "initial_replicas": pool.min_replicas,
-            "max_replicas": pool.max_replicas,
-            "target_ongoing_requests": pool.target_ongoing_requests,
-            "upscale_delay_s": pool.upscale_delay_s,
-            "downscale_delay_s": pool.downscale_delay_s,
-        },
-    ).bind(controller)
+        ray_actor_options=actor_options,
+        autoscaling_config=pool.autoscaling_config(),
+    ).bind(controller, pool.name)

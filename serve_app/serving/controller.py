@@ -24,6 +24,7 @@ from typing import Any
 from ray import serve
 
 from serve_app.core import rollout as machine
+from serve_app.core.placement import UnknownPool, assign_pool
 from serve_app.core.reconcile import plan
 from serve_app.core.rollout import Rollout
 from serve_app.core.routing import ModelRoute, RoutingTable
@@ -67,6 +68,8 @@ class Controller:
         self._windows: dict[str, dict[int, VersionWindow]] = {}
         self._standby: dict[str, tuple[int, float]] = {}  # model → (version, until)
         self._policies: dict[str, RolloutPolicy] = {}
+        self._pools: dict[str, str | None] = {}  # model → pool (None: the fast lane)
+        self._placement_errors: dict[str, str] = {}
         self._artifacts: dict[tuple[str, int], ModelArtifact] = {}
         self._broken: dict[tuple[str, int], str] = {}
         self._rejected: dict[tuple[str, int], str] = {}
@@ -111,6 +114,7 @@ class Controller:
         models = await self._io(self._registry.sweep, self._settings.registry.model_filter)
         self._aliases = {name: info.aliases for name, info in models.items()}
         self._policies = {name: self._policy(info.tags) for name, info in models.items()}
+        self._pools = {name: self._pool_of(name, info.tags) for name, info in models.items()}
         champions = {n: a[CHAMPION] for n, a in self._aliases.items() if CHAMPION in a}
         todo = plan(self._table, champions, set(models), set(self._broken))
         for name in todo.to_drop:
@@ -147,6 +151,18 @@ class Controller:
             logger.debug("rollout work for %s failed", name, exc_info=True)
         else:
             self._control_errors.pop(name, None)
+
+    def _pool_of(self, name: str, tags: dict[str, str]) -> str | None:
+        """The model's pool; a tag naming an undeclared pool leaves it in the fast lane."""
+        try:
+            pool = assign_pool(name, tags, self._settings.pools)
+            self._placement_errors.pop(name, None)
+            return pool
+        except UnknownPool as error:
+            if self._placement_errors.get(name) != str(error):
+                self._placement_errors[name] = str(error)
+                self._record(name, "control_error", f"{error}; serving it in the fast lane")
+            return None
 
     def _policy(self, tags: dict[str, str]) -> RolloutPolicy:
         override = tags.get(POLICY_TAG)
@@ -339,7 +355,7 @@ class Controller:
     # -- publishing --------------------------------------------------------------------------
     def _publish(self) -> None:
         routes = {name: self._route(name, artifact) for name, artifact in self._champions.items()}
-        k = self._settings.pool.preload_top_k
+        k = self._settings.router.preload_top_k
         hot = tuple(sorted(routes, key=lambda name: (-self._traffic[name], name))[:k])
         table = self._table.with_routes(routes, hot)
         if table is self._table:
@@ -356,8 +372,9 @@ class Controller:
     def _route(self, name: str, champion: ModelArtifact) -> ModelRoute:
         rollout = self._rollouts.get(name)
         standby = self._standby.get(name, (None, 0))[0]
+        pool = self._pools.get(name)
         if rollout is None:
-            return ModelRoute(name, champion.version, champion.features, standby=standby)
+            return ModelRoute(name, champion.version, champion.features, standby=standby, pool=pool)
         return ModelRoute(
             name,
             champion.version,
@@ -366,6 +383,7 @@ class Controller:
             challenger_weight=rollout.weight,
             shadow=rollout.phase == machine.SHADOW,
             standby=standby,
+            pool=pool,
         )
 
     def _export_gauges(self) -> None:
@@ -403,7 +421,7 @@ class Controller:
         controller must not empty the replicas' tables while it takes its first sweep.
         """
         revision = stamp[1] if stamp[0] == self._table.epoch else 0
-        self.report_loaded(replica, node, loaded, revision)
+        self._remember_replica(replica, node, loaded, revision, sum(traffic.values()))
         self._traffic.update(traffic)
         for name, by_version in windows.items():
             if name in self._windows:
@@ -418,17 +436,23 @@ class Controller:
                 return None
         return self._table
 
-    def report_loaded(
-        self, replica: str, node: str, loaded: list[str], revision: int | None = None
+    def _remember_replica(
+        self,
+        replica: str,
+        node: str,
+        loaded: list[str],
+        revision: int | None = None,
+        requests: int = 0,
     ) -> None:
-        """What a replica holds; `revision` is the table it serves from (None: unchanged)."""
-        if revision is None:
-            revision = self._replicas.get(replica, {}).get("revision", 0)
+        """What a replica holds, the table it serves from (None: unchanged) and how many
+        requests it has answered (how the ingress spreads load shows in status)."""
+        known = self._replicas.get(replica, {})
         self._replicas[replica] = {
             "loaded": sorted(loaded),
             "node": node,
             "seen": time.time(),
-            "revision": revision,
+            "revision": known.get("revision", 0) if revision is None else revision,
+            "requests": known.get("requests", 0) + requests,
         }
 
     async def artifact(self, name: str, version: int) -> ModelArtifact | str | None:
@@ -498,6 +522,7 @@ class Controller:
                     "challenger": route.challenger,
                     "challenger_weight": route.challenger_weight if route.challenger else 0.0,
                     "shadow": route.shadow,
+                    "pool": route.pool,
                     "standby": route.standby,
                 },
                 "rollout": None
@@ -508,7 +533,7 @@ class Controller:
                 "rejected_versions": {
                     v: why for (n, v), why in self._rejected.items() if n == name
                 },
-                "control_error": self._control_errors.get(name),
+                "control_error": self._control_errors.get(name) or self._placement_errors.get(name),
             }
         return {
             "registry_uri": self._settings.registry.tracking_uri,
@@ -516,7 +541,12 @@ class Controller:
             "table_revision": self._table.revision,
             "last_poll": self._last_poll,
             "replicas": {
-                r: {"loaded": len(i["loaded"]), "node": i["node"], "table_revision": i["revision"]}
+                r: {
+                    "loaded": len(i["loaded"]),
+                    "node": i["node"],
+                    "table_revision": i["revision"],
+                    "requests": i["requests"],
+                }
                 for r, i in live.items()
             },
             "models": models,

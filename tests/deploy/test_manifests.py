@@ -11,7 +11,6 @@ import ast
 import copy
 import importlib.metadata
 import json
-import math
 import re
 import shutil
 import subprocess
@@ -197,12 +196,12 @@ def test_serve_config_checks_can_fail(rendered, serve_schema_validator):
     for key, valid in (("max_replicas", True), ("max_replica", False)):
         autoscaling = copy.deepcopy(config)
         autoscaling["applications"][0]["deployments"] = [
-            {"name": "ScoringPool", "autoscaling_config": {key: 3}}
+            {"name": "Router", "autoscaling_config": {key: 3}}
         ]
         found = errors(serve_schema_validator, autoscaling)
         assert found == [] if valid else any(key in problem for problem in found), found
     with pytest.raises(pydantic.ValidationError, match="extra"):
-        AppSettings.model_validate({**app_args(config), "pool": {"max_replica": 3}})
+        AppSettings.model_validate({**app_args(config), "router": {"max_replica": 3}})
 
 
 # -- consistency between the pieces ----------------------------------------------------------------
@@ -210,7 +209,10 @@ def test_serve_config_checks_can_fail(rendered, serve_schema_validator):
 def test_ray_pods_match_the_serve_config_and_monitoring(rendered, name):
     docs = rendered[name]
     config = serve_config(docs)
-    pool = AppSettings.model_validate(app_args(config)).pool
+    settings = AppSettings.model_validate(app_args(config))
+    deployments = [settings.router, *settings.pools]
+    smallest = min(d.num_cpus for d in deployments)
+    needed = sum(d.max_replicas * d.num_cpus for d in deployments)
     cluster = rayservice(docs)["spec"]["rayClusterConfig"]
     assert cluster["rayVersion"] == importlib.metadata.version("ray")
     assert cluster["enableInTreeAutoscaling"] is True
@@ -236,11 +238,11 @@ def test_ray_pods_match_the_serve_config_and_monitoring(rendered, name):
         if kind == "worker":
             resources = container["resources"]
             assert resources["requests"] == resources["limits"], "Ray counts the limit"
-            per_worker = math.floor(cpus(resources["limits"]["cpu"]) / pool.num_cpus)
-            assert per_worker >= 1, "a worker cannot hold one ScoringPool replica"
-            capacity += per_worker * group["maxReplicas"]
+            worker_cpus = cpus(resources["limits"]["cpu"])
+            assert worker_cpus >= smallest, "a worker cannot hold one Serve replica"
+            capacity += worker_cpus * group["maxReplicas"]
             assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
-    assert capacity >= pool.max_replicas, "workers at maxReplicas cannot hold pool.max_replicas"
+    assert capacity >= needed, "workers at maxReplicas cannot hold every deployment's max_replicas"
 
 
 @pytest.mark.parametrize("name", RENDERS)
@@ -354,8 +356,8 @@ def test_render_check_detects_drift(tmp_path, monkeypatch, capsys):
 
     config = tmp_path / k8s.CONFIG
     document = yaml.safe_load(config.read_text())
-    pool = app_args(document)["pool"]
-    pool["max_replicas"] = wanted = pool.get("max_replicas", 2) + 1
+    router = app_args(document)["router"]
+    router["max_replicas"] = wanted = router.get("max_replicas", 2) + 1
     config.write_text(yaml.safe_dump(document, sort_keys=False))
     rules = tmp_path / k8s.RULES
     document = yaml.safe_load(rules.read_text())
@@ -370,7 +372,8 @@ def test_render_check_detects_drift(tmp_path, monkeypatch, capsys):
     assert k8s.main(["--check"]) == 0
     written = yaml.safe_load((tmp_path / k8s.RAYSERVICE).read_text())
     assert (
-        app_args(yaml.safe_load(written["spec"]["serveConfigV2"]))["pool"]["max_replicas"] == wanted
+        app_args(yaml.safe_load(written["spec"]["serveConfigV2"]))["router"]["max_replicas"]
+        == wanted
     )
 
 
@@ -396,7 +399,7 @@ def test_render_rayservice_adapts_the_config_to_a_pod():
         k8s.render_rayservice(config, out)
     with pytest.raises(pydantic.ValidationError):
         bad = copy.deepcopy(config)
-        bad["applications"][0]["args"]["pool"] = {"min_replica": 1}
+        bad["applications"][0]["args"]["router"] = {"min_replica": 1}
         k8s.render_rayservice(bad, base)
     with pytest.raises(ValueError, match="exactly one application"):
         k8s.render_rayservice({"applications": []}, base)

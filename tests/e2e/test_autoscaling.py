@@ -13,12 +13,12 @@ import pytest
 
 from benchmarks.localcluster import PoolSample, deploy, local_cluster, sample_pool
 from serve_app.registry.seed import DEMO_MODELS
-from serve_app.settings import AppSettings, PoolSettings
+from serve_app.settings import AppSettings, RouterSettings
 from tests.conftest import http_ready, wait_until
 from tests.integration.helpers import Traffic
 
 HTTP_PORT = 8470  # in benchmarks.localcluster.PORTS, clear of the session service's port
-POOL = PoolSettings(
+ROUTER = RouterSettings(
     min_replicas=1,
     max_replicas=3,
     target_ongoing_requests=2,
@@ -37,10 +37,10 @@ def cluster():
 
 
 def test_pool_scales_out_under_load_and_back_in_when_idle(cluster, seeded_home):
-    url = deploy(AppSettings(home=str(seeded_home), pool=POOL), HTTP_PORT)
+    url = deploy(AppSettings(home=str(seeded_home), router=ROUTER), HTTP_PORT)
     wait_until(lambda: http_ready(url), timeout=120, what="the service")
     samples = [sample_pool(cluster)]
-    assert samples[0].replicas == POOL.min_replicas
+    assert samples[0].replicas == ROUTER.min_replicas
 
     def sampled(condition: Callable[[PoolSample], bool]) -> Callable[[], bool]:
         def check() -> bool:
@@ -51,10 +51,10 @@ def test_pool_scales_out_under_load_and_back_in_when_idle(cluster, seeded_home):
 
     with Traffic(url, DEMO_MODELS[0], workers=IN_FLIGHT) as traffic:
         wait_until(
-            sampled(lambda s: s.replicas == POOL.max_replicas),
+            sampled(lambda s: s.replicas == ROUTER.max_replicas),
             timeout=75,
             interval=0.5,
-            what=f"the pool to scale out to {POOL.max_replicas} replicas",
+            what=f"the pool to scale out to {ROUTER.max_replicas} replicas",
         )
     scaled = samples[-1]
     assert len(scaled.nodes) > 1, f"all replicas on one node: {scaled.placement()}"
@@ -63,13 +63,13 @@ def test_pool_scales_out_under_load_and_back_in_when_idle(cluster, seeded_home):
 
     wait_until(
         sampled(
-            lambda s: s.replicas == s.target == POOL.min_replicas and not s.starting + s.stopping
+            lambda s: s.replicas == s.target == ROUTER.min_replicas and not s.starting + s.stopping
         ),
         timeout=90,
         interval=0.5,
-        what=f"the idle pool to scale back to {POOL.min_replicas} replica(s)",
+        what=f"the idle pool to scale back to {ROUTER.min_replicas} replica(s)",
     )
-    over = [s for s in samples if max(s.target, s.replicas + s.starting) > POOL.max_replicas]
+    over = [s for s in samples if max(s.target, s.replicas + s.starting) > ROUTER.max_replicas]
     assert not over, f"more than max_replicas: {over[:3]}"
     print(
         f"scaled to {scaled.placement()} and back to {samples[-1].placement()}; "

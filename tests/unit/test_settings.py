@@ -11,14 +11,14 @@ CONFIG = Path(__file__).parents[2] / "configs" / "serve_config.yaml"
 
 def test_config_file_args_validate():
     settings = AppSettings.from_serve_config(yaml.safe_load(CONFIG.read_text()))
-    assert settings.pool.max_replicas >= settings.pool.min_replicas
+    assert settings.router.max_replicas >= settings.router.min_replicas
 
 
 def test_unknown_and_invalid_settings_are_refused():
     with pytest.raises(pydantic.ValidationError, match="extra"):
-        AppSettings.model_validate({"pool": {"max_replica": 3}})
+        AppSettings.model_validate({"router": {"max_replica": 3}})
     with pytest.raises(pydantic.ValidationError, match="max_replicas"):
-        AppSettings.model_validate({"pool": {"min_replicas": 3, "max_replicas": 2}})
+        AppSettings.model_validate({"router": {"min_replicas": 3, "max_replicas": 2}})
 
 
 def test_resolved_pins_home_and_registry(monkeypatch, tmp_path):
@@ -29,3 +29,15 @@ def test_resolved_pins_home_and_registry(monkeypatch, tmp_path):
     assert settings.registry.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert AppSettings().resolved().registry.tracking_uri == "http://127.0.0.1:5000"
+
+
+def test_model_pools_need_distinct_names_and_valid_bounds():
+    pool = {"name": "legacy-ort", "runtime_env": {"pip": ["onnxruntime==1.20.1"]}}
+    settings = AppSettings.model_validate({"pools": [pool]})
+    assert settings.pools[0].runtime_env == {"pip": ["onnxruntime==1.20.1"]}
+    with pytest.raises(pydantic.ValidationError, match="distinct"):
+        AppSettings.model_validate({"pools": [pool, pool]})
+    with pytest.raises(pydantic.ValidationError, match="name"):
+        AppSettings.model_validate({"pools": [{"name": "Not A Name"}]})
+    with pytest.raises(pydantic.ValidationError, match="max_replicas"):
+        AppSettings.model_validate({"pools": [{"name": "p", "min_replicas": 2}]})

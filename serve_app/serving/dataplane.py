@@ -1,0 +1,201 @@
+"""The scoring path, as a straight line: body → decode → choose version → score → encode.
+
+Scoring happens in the router's process for fast-lane models and on a pool for the
+others; everything around it (the split, pinning, the prediction cache, rollout
+windows, shadow copies, the answer's headers) is the same for both lanes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serve_app.core.cache import PredictionCache, feature_digest
+from serve_app.core.routing import ModelRoute, RoutingTable
+from serve_app.protocol import mlflow_scoring, v2
+from serve_app.protocol.batch import Decoded
+from serve_app.protocol.errors import NotFound, NotReady, PayloadTooLarge, ServeAppError
+from serve_app.runtime.onnx import RUNTIME
+from serve_app.serving import auth, http
+from serve_app.serving.fastlane import FastLane
+from serve_app.serving.observe import Observer
+from serve_app.serving.pools import PoolLane
+from serve_app.settings import AppSettings
+
+logger = logging.getLogger("ray.serve")
+
+JSON = "application/json"
+FAST_LANE = "fast"
+
+
+class RouterState(Protocol):
+    """What the scoring path reads from the router: replaced whole, never edited."""
+
+    table: RoutingTable
+    settings: AppSettings
+    cache: PredictionCache
+
+    async def features(self, name: str, version: int) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True)
+class Scored:
+    scores: np.ndarray
+    lane: str  # "fast" or the pool's name
+    runtime: str  # the library and version that scored, e.g. "onnxruntime 1.32.0"
+    cached: str | None = None  # "hit" | "miss" for models with a prediction cache
+
+
+class Dataplane:
+    def __init__(
+        self, state: RouterState, fast: FastLane, pools: PoolLane, observer: Observer
+    ) -> None:
+        self._state = state
+        self._fast = fast
+        self._pools = pools
+        self._observe = observer
+        self._shadow_tasks: set[asyncio.Task] = set()
+        self._pool_runtimes: dict[str, str] = {}  # what each pool last said it runs
+        self._scoring_token = auth.load_token(auth.SCORING_TOKEN_ENV)
+
+    async def score(self, request: Request, found: http.Match, protocol: str) -> Response:
+        started = time.perf_counter()
+        name = found.name or ""
+        route = self._state.table.get(name)
+        version: int | None = None
+        scored: Scored | None = None
+        decoded: Decoded | None = None
+        loaded_here = False  # this request had to open the model first
+        try:
+            auth.require_scoring(request.headers.get("authorization"), self._scoring_token)
+            route = self.require_route(name)
+            body = await read_body(request, self._state.settings.limits.max_body_bytes)
+            pinned = http.parse_version(found.version)
+            features = route.features
+            if pinned is not None and pinned not in route.versions:
+                features = await self._state.features(name, pinned)
+            decoded = self._decode(protocol, body, request, features)
+            version = pinned if pinned is not None else route.choose(self._key(request, decoded))
+            loaded_here = route.pool is None and not self._fast.is_open(name)
+            self._observe.metrics.model_cache.inc(
+                tags={"model": name, "result": "miss" if loaded_here else "hit"}
+            )
+            scored = await self._cached(route, version, decoded.batch, pinned is not None)
+            if protocol == "v2":
+                payload = v2.encode_response(name, version, scored.scores, decoded.request_id)
+            else:
+                payload = mlflow_scoring.encode_response(scored.scores)
+            status = 200
+        except ServeAppError as error:
+            status, payload = error.status, error_body(error.message)
+        except Exception:
+            logger.exception("scoring %s v%s failed", name, version)
+            status, payload = 500, error_body("internal error while scoring")
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        scores = scored.scores if scored else None
+        self._observe.request(route, version, status, elapsed_ms, scores, loaded_here)
+        if scored is not None and route.shadow and found.version is None:
+            self._shadow_copy(route, decoded.batch, scored.scores)
+        headers = None
+        if scored is not None:
+            headers = {
+                "x-model-name": name,
+                "x-model-version": str(version),
+                "x-serve-app-lane": scored.lane,
+                "x-model-runtime": scored.runtime,
+            }
+            if scored.cached is not None:
+                headers["x-prediction-cache"] = scored.cached
+        return Response(payload, status_code=status, media_type=JSON, headers=headers)
+
+    def require_route(self, name: str) -> ModelRoute:
+        table = self._state.table
+        route = table.get(name)
+        if route is None:
+            if not table.revision:
+                raise NotReady("the routing table is not loaded yet")
+            raise NotFound(f"model '{name}' is not served")
+        return route
+
+    async def _cached(self, route: ModelRoute, version: int, batch: np.ndarray, pinned: bool):
+        """Scores, through the prediction cache when the model has one (then hit or miss)."""
+        cache = self._state.cache
+        if not cache.enabled_for(route.name):
+            return await self._scored(route, version, batch, pinned)
+        digest = feature_digest(batch)
+        scores = cache.get(route.name, version, digest)
+        result = "miss" if scores is None else "hit"
+        self._observe.metrics.prediction_cache.inc(tags={"model": route.name, "result": result})
+        if scores is not None:
+            lane = route.pool or FAST_LANE
+            return Scored(scores, lane, self._pool_runtimes.get(lane, RUNTIME), "hit")
+        scored = await self._scored(route, version, batch, pinned)
+        cache.put(route.name, version, digest, scored.scores)
+        return Scored(scored.scores, scored.lane, scored.runtime, "miss")
+
+    async def _scored(
+        self, route: ModelRoute, version: int, batch: np.ndarray, pinned: bool
+    ) -> Scored:
+        if route.pool is not None:
+            answer = await self._pools.score(route.pool, route.name, version, batch)
+            self._pool_runtimes[route.pool] = answer.runtime
+            return Scored(answer.scores, route.pool, answer.runtime)
+        model = await self._fast.model(route, version, pinned)
+        return Scored(await self._fast.predict(model, batch), FAST_LANE, RUNTIME)
+
+    def _decode(self, protocol: str, body: bytes, request: Request, features) -> Decoded:
+        limit = self._state.settings.limits.max_rows
+        if protocol == "v2":
+            return v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH), features, limit)
+        return mlflow_scoring.decode_request(body, features, limit)
+
+    def _key(self, request: Request, decoded: Decoded) -> str | None:
+        routing = self._state.settings.routing
+        key = request.headers.get(routing.key_header)
+        if key is None and routing.key_field is not None:
+            value = decoded.parameters.get(routing.key_field)
+            key = None if value is None else str(value)
+        return key
+
+    def _shadow_copy(self, route: ModelRoute, batch: np.ndarray, champion: np.ndarray) -> None:
+        """Score a sampled copy on the challenger after the answer is on its way."""
+        if random.random() * 100.0 >= route.challenger_weight:
+            return
+        task = asyncio.get_running_loop().create_task(self._shadow(route, batch, champion))
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, route: ModelRoute, batch: np.ndarray, champion: np.ndarray) -> None:
+        started = time.perf_counter()
+        window = self._observe.window(route.name, route.challenger)
+        try:
+            scores = (await self._scored(route, route.challenger, batch, False)).scores
+        except Exception as error:  # a failing shadow never touches the answer
+            logger.warning("shadow scoring %s v%s failed: %s", route.name, route.challenger, error)
+            window.record((time.perf_counter() - started) * 1000.0, error=True)
+            return
+        window.record((time.perf_counter() - started) * 1000.0, scores)
+        window.compare(champion, scores)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+    body = await request.body()
+    if len(body) > limit:
+        raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+    return body
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})

@@ -1,0 +1,162 @@
+"""The router: the autoscaling ingress deployment that owns the HTTP API.
+
+Each replica holds the latest routing table (long-polled from the control actor),
+chooses the version for every request, and scores fast-lane models in process or calls
+the model's pool. It keeps no state that another replica needs, so it scales freely:
+a new replica opens the busiest models before it takes traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import ray
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serve_app.core.cache import PredictionCache
+from serve_app.core.routing import RoutingTable
+from serve_app.metrics import ScoringMetrics
+from serve_app.protocol.errors import Conflict, NotFound, ServeAppError
+from serve_app.runtime.onnx import ModelArtifact
+from serve_app.serving import http
+from serve_app.serving.admin import AdminEndpoints
+from serve_app.serving.dataplane import JSON, Dataplane, error_body
+from serve_app.serving.fastlane import FastLane
+from serve_app.serving.observe import Observer
+from serve_app.serving.pools import PoolLane
+from serve_app.settings import AppSettings
+
+logger = logging.getLogger("ray.serve")
+
+SYNC_WAIT_S = 2.0
+METRICS_FLUSH_S = 1.0
+STARTUP_WAIT_S = 60.0  # a new replica waits this long for its first table before serving
+FEATURES_CACHE = 64  # signatures of versions outside the table (pinned requests)
+SCORING = {"v2_infer": "v2", "mlflow_invocations": "mlflow"}
+
+
+# No access log: writing a line per request costs more than scoring the row; WARNING
+# also spares building the access record that the filter would drop.
+@serve.deployment(logging_config={"enable_access_log": False, "log_level": "WARNING"})
+class Router:
+    def __init__(
+        self, controller: DeploymentHandle, pools: dict[str, DeploymentHandle] | None = None
+    ) -> None:
+        self._controller = controller
+        self.settings = AppSettings()
+        self.table = RoutingTable()
+        self.cache = PredictionCache()
+        self._metrics = ScoringMetrics()
+        self._observer = Observer(self._metrics)
+        self._pools = PoolLane(pools or {})
+        self._features: OrderedDict[tuple[str, int], tuple[str, ...]] = OrderedDict()
+        self._replica_id = serve.get_replica_context().replica_id.unique_id
+        self._node_id = ray.get_runtime_context().get_node_id()
+        self._first_table = asyncio.Event()
+        self._fast: FastLane | None = None
+        self._background: list[asyncio.Task] = []
+        self._dataplane: Dataplane | None = None
+        self._admin = AdminEndpoints(self, controller)
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        previous, self.settings = self.settings, AppSettings.model_validate(config)
+        if (cache := self.settings.cache) != previous.cache:
+            self.cache = PredictionCache(cache.models, cache.ttl_s, cache.max_entries)
+        if self._fast is not None:  # the fast lane's size is fixed for a replica's life
+            return
+        capacity = self.settings.router.max_models_per_replica
+        self._fast = FastLane(self._fetch, capacity, self._metrics)
+        self._dataplane = Dataplane(self, self._fast, self._pools, self._observer)
+        loop = asyncio.get_running_loop()
+        self._background = [
+            loop.create_task(self._sync_forever()),
+            loop.create_task(self._flush_metrics_forever()),
+        ]
+        # Serve routes traffic to a replica once reconfigure returns: hold it back until
+        # the replica has a routing table and its hot models are open.
+        try:
+            await asyncio.wait_for(self._first_table.wait(), STARTUP_WAIT_S)
+        except TimeoutError:
+            logger.warning("no routing table after %.0f s; starting unready", STARTUP_WAIT_S)
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            found = http.match(request.method, request.url.path)
+            protocol = SCORING.get(found.handler)
+            if protocol is not None:
+                return await self._dataplane.score(request, found, protocol)
+            return await getattr(self._admin, found.handler)(request, found)
+        except ServeAppError as error:
+            return Response(error_body(error.message), error.status, media_type=JSON)
+        except Exception:
+            logger.exception("unexpected error on %s %s", request.method, request.url.path)
+            return Response(error_body("internal error"), 500, media_type=JSON)
+
+    async def features(self, name: str, version: int) -> tuple[str, ...]:
+        """The signature of a version outside the table, for a request that pins it."""
+        key = (name, version)
+        if key not in self._features:
+            self._features[key] = (await self._fetch(name, version)).features
+            while len(self._features) > FEATURES_CACHE:
+                self._features.popitem(last=False)
+        return self._features[key]
+
+    async def _fetch(self, name: str, version: int) -> ModelArtifact:
+        found = await self._controller.artifact.remote(name, version)
+        if found is None:
+            raise NotFound(f"model '{name}' has no version {version}")
+        if isinstance(found, str):
+            raise Conflict(f"version {version} of model '{name}' failed its load check")
+        return found
+
+    async def _flush_metrics_forever(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_FLUSH_S)
+            self._metrics.flush()
+
+    async def _sync_forever(self) -> None:
+        while True:
+            try:
+                traffic, windows = self._observer.drain()
+                table = await self._controller.sync.remote(
+                    self._replica_id,
+                    self._node_id,
+                    self._fast.loaded,
+                    traffic,
+                    windows,
+                    self.table.stamp,
+                    SYNC_WAIT_S,
+                )
+                if table is not None:
+                    await self._adopt(table)
+            except Exception as error:  # the controller is restarting: keep the old table
+                logger.warning("routing table sync failed: %s", error)
+                await asyncio.sleep(1.0)
+
+    async def _adopt(self, table: RoutingTable) -> None:
+        """Open the new versions of open models first, then switch tables at once."""
+        changed = self.table.changed_models(table)
+        for name in changed:
+            try:
+                await self._fast.prepare(table.get(name))
+            except Exception as error:
+                logger.warning("opening new versions of %s failed: %s", name, error)
+        self.table = table
+        for name in changed:
+            route = table.get(name)
+            self.cache.retain(name, route.versions if route else ())
+            self._fast.settle(name, route)
+        for name in table.hot:
+            route = table.get(name)
+            if route is not None and route.pool is None and not self._fast.is_open(name):
+                try:
+                    await self._fast.versions(route)
+                except Exception as error:
+                    logger.warning("opening hot model %s failed: %s", name, error)
+        self._first_table.set()
