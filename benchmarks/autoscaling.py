@@ -1,4 +1,4 @@
-"""Autoscaling, shown on a local multi-node Ray cluster: the scoring pool scales out under
+"""Autoscaling, shown on a local multi-node Ray cluster: the router scales out under
 sustained load and back in when idle, within its configured bounds.
 
     python -m benchmarks.autoscaling [--work DIR] [--out benchmarks/results/autoscaling] [--quick]

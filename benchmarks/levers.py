@@ -20,7 +20,9 @@ import yaml
 from benchmarks import run
 from benchmarks.measure import Plan, measure_peer
 from benchmarks.peers import (
+    BEST_VARIANT,
     HAPROXY,
+    MULTIPLEX_HEADER,
     REPO_DIR,
     THROUGHPUT_OPTIMIZED,
     ServeAppVariant,
@@ -32,11 +34,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def replicas_config(ws: Workspace, replicas: int, cached: bool = False) -> Path:
-    """configs/serve_config.yaml with a fixed pool size (and the prediction cache on for all)."""
+    """configs/serve_config.yaml with a fixed router size (and the prediction cache on for all)."""
     source = (ws.src or REPO_DIR) / "configs" / "serve_config.yaml"
     document = yaml.safe_load(source.read_text())
     args = document["applications"][0]["args"]
     args["router"]["min_replicas"] = args["router"]["max_replicas"] = replicas
+    args["pools"] = []  # the fast lane only: a pool's environment build would load the machine
     if cached:
         args["cache"] = {**args.get("cache", {}), "models": ["*"]}
     path = ws.root / "configs" / f"replicas-{replicas}{'-cached' if cached else ''}.yaml"
@@ -61,6 +64,26 @@ def variants(ws: Workspace) -> list[ServeAppVariant]:
         ServeAppVariant("haproxy+tput 2r", two, fast, header=False),
         # The load generator repeats a fixed set of rows, so nearly every request hits.
         ServeAppVariant("haproxy+tput 2r hdr cache", replicas_config(ws, 2, True), fast, True),
+    ]
+
+
+DISCONNECT_DISABLED = (("x-request-disconnect-disabled", "?1"),)
+
+
+def cpu_variants(ws: Workspace) -> list[ServeAppVariant]:
+    """The serving layout's CPU levers: the shipped layout, then one lever changed each.
+
+    A client that sends `x-request-disconnect-disabled: ?1` spares Serve's replica a
+    receive proxy, a queue and two tasks per request (its fast path); the header hash is
+    the balancing the shipped least-connections replaced.
+    """
+    two = replicas_config(ws, 2)
+    shipped = BEST_VARIANT.env
+    hashed = {**shipped, "RAY_SERVE_HAPROXY_BALANCE_ALGORITHM": f"hdr({MULTIPLEX_HEADER})"}
+    return [
+        ServeAppVariant("shipped 2r", two, shipped, header=False),
+        ServeAppVariant("shipped 2r + no-disconnect", two, shipped, False, DISCONNECT_DISABLED),
+        ServeAppVariant("header hash 2r", two, hashed, header=True),
     ]
 
 
@@ -108,12 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--only", help="run the variants whose label contains this")
+    parser.add_argument(
+        "--set", choices=("ingress", "cpu"), default="ingress", help="issue 4's or the layout's"
+    )
     parser.add_argument("--src", type=Path, help="benchmark the serve_app package in SRC")
     parser.add_argument("--out", default="levers", help="results/OUT.{md,json}")
     args = parser.parse_args(argv)
     ws, progress = run.workspace(args.src, None), run.Progress()
     run.prepare_registry(ws, progress)
-    chosen = [v for v in variants(ws) if not args.only or args.only in v.label]
+    every = variants(ws) if args.set == "ingress" else cpu_variants(ws)
+    chosen = [v for v in every if not args.only or args.only in v.label]
     plan = Plan(duration_s=args.duration, warmup_s=args.warmup)
     raw: dict[str, list[dict]] = {v.label: [] for v in chosen}
     for round_index in range(args.rounds):

@@ -50,6 +50,7 @@ class LoadSpec:
     timeout_s: float = 30.0
     server_pid: int | None = None
     trace: str | None = None  # CSV file: one line per request
+    pause_s: float = 0.0  # each worker waits this long between requests (a lighter load)
 
 
 @dataclass
@@ -100,6 +101,8 @@ async def _worker(
                 state.errors[error] += 1
             if spec.max_requests and len(state.latencies) >= spec.max_requests:
                 enough.set()
+        if spec.pause_s:
+            await asyncio.sleep(spec.pause_s)
 
 
 async def run(spec: LoadSpec) -> dict:
@@ -199,6 +202,7 @@ def parse_args(argv: list[str] | None = None) -> LoadSpec:
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
     parser.add_argument("--server-pid", type=int, help="measure this process tree's CPU/memory")
     parser.add_argument("--trace", help="write every request to this CSV file")
+    parser.add_argument("--pause-ms", type=float, default=0.0, help="per worker, between requests")
     args = parser.parse_args(argv)
     if not 1 <= args.concurrency <= 1024 or not 0 < args.duration <= MAX_DURATION_S:
         parser.error(f"need 1 <= concurrency <= 1024 and 0 < duration <= {MAX_DURATION_S:g}")
@@ -216,6 +220,7 @@ def parse_args(argv: list[str] | None = None) -> LoadSpec:
         timeout_s=args.timeout,
         server_pid=args.server_pid,
         trace=args.trace,
+        pause_s=args.pause_ms / 1000.0,
     )
 
 

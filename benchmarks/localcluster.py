@@ -1,7 +1,7 @@
 """serve-app on a local multi-node Ray cluster, and what its scoring pool's replicas do.
 
 Each worker node is its own raylet on this machine (`ray.cluster_utils.Cluster`), so
-Serve places, starts and stops pool replicas across nodes as it would on a real
+Serve places, starts and stops router replicas across nodes as it would on a real
 cluster; the head has no CPUs, so every replica lands on a worker. Shared by
 `benchmarks/autoscaling.py` and `tests/e2e/test_autoscaling.py`.
 """

@@ -44,6 +44,8 @@ def load_point(peer: Peer, concurrency: int, plan: Plan, extra: tuple[str, ...] 
     command += ["--server-pid", str(peer.server.pid)]
     if peer.model_header:
         command += ["--model-header", peer.model_header]
+    for name, value in peer.headers:
+        command += ["--header", f"{name}: {value}"]
     command += extra
     limit = plan.duration_s + plan.warmup_s + 90.0
     done = subprocess.run(
@@ -84,9 +86,16 @@ def _served_models(peer: Peer) -> dict[str, dict]:
 
 
 def unloaded_model(peer: Peer) -> str | None:
-    """A serve-app model no replica has loaded yet."""
+    """A fast-lane serve-app model no router replica has open yet (pool models are opened
+    by their pool, whose replicas `loaded_on` does not list)."""
     models = _served_models(peer)
-    cold = [n for n in peer.models if n in models and not models[n].get("loaded_on")]
+    cold = [
+        n
+        for n in peer.models
+        if n in models
+        and not models[n].get("loaded_on")
+        and not (models[n].get("serving") or {}).get("pool")
+    ]
     return cold[-1] if cold else None
 
 
@@ -187,6 +196,10 @@ def measure_peer(
             result["restarts"] = peer.server.restarts
             again = f" (after {peer.server.restarts} failed start)" if peer.server.restarts else ""
             progress(f"{peer.label}: ready in {result['startup_s']} s{again}")
+            for name in peer.warm:  # Ray builds a pool's environment on its first start
+                url = peer.url.replace("{model}", name)
+                waited = _post(url, body(peer.kind, transactions(1)), {}, timeout=900.0)
+                progress(f"{peer.label}: {name} answered after {waited:.1f} s")
             if peer.canaries:
                 splitting = wait_for_canaries(peer)
                 result["canaries"] = {"models": len(peer.canaries), "splitting_at_start": splitting}

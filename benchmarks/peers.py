@@ -18,6 +18,8 @@ from pathlib import Path
 from benchmarks.models import CANARY_EVERY, CANARY_WEIGHT
 from benchmarks.payloads import Kind
 from benchmarks.servers import Server, port_is_free
+from serve_app.proxy_env import FAST_INGRESS_ENV
+from serve_app.registry.seed import POOLED_DEMO_MODELS
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -109,6 +111,8 @@ class Peer:
     notes: str = ""
     cold_start: bool = False  # models load on first use: measure it
     canaries: tuple[str, ...] = ()  # models measured while a challenger takes a share
+    warm: tuple[str, ...] = ()  # models scored once before measuring (a pool's first start)
+    headers: tuple[tuple[str, str], ...] = ()  # sent on every load-generator request
 
     @property
     def base_url(self) -> str:
@@ -123,20 +127,25 @@ class ServeAppVariant:
     config: Path
     env: dict[str, str]
     header: bool
+    client_headers: tuple[tuple[str, str], ...] = ()  # more headers on every request
 
     @property
     def description(self) -> str:
         flags = [k.removeprefix("RAY_SERVE_") + "=" + v for k, v in self.env.items()]
-        return f"{self.config.name}; {' '.join(flags) or 'Serve defaults'}" + (
-            f"; header {MULTIPLEX_HEADER}" if self.header else "; no header"
+        sent = "".join(f"; client sends {k}: {v}" for k, v in self.client_headers)
+        return (
+            f"{self.config.name}; {' '.join(flags) or 'Serve defaults'}"
+            + (f"; header {MULTIPLEX_HEADER}" if self.header else "; no header")
+            + sent
         )
 
 
-BEST_VARIANT = ServeAppVariant(
+BEST_VARIANT = ServeAppVariant(  # what `serve-app up` ships (serve_app/proxy_env.py)
     "serve-app",
     BENCH_DIR / "serve_config.bench.yaml",
-    {**HAPROXY, **THROUGHPUT_OPTIMIZED},
-    header=True,
+    {k: v for k, v in FAST_INGRESS_ENV.items() if k.startswith("RAY_SERVE_HAPROXY_")}
+    | {"RAY_SERVE_ENABLE_HA_PROXY": "1", **THROUGHPUT_OPTIMIZED},
+    header=False,
 )
 
 
@@ -177,14 +186,14 @@ def serve_app(
         + (f"; canary {CANARY_WEIGHT:g}% on {len(canaries)} models" if canaries else ""),
         cold_start=True,
         canaries=canaries,
+        warm=tuple(name for name in POOLED_DEMO_MODELS if name in ws.models),
+        headers=variant.client_headers,
     )
 
 
 def serve_app_pool(ws: Workspace) -> Peer:
     """serve-app measured on its pooled demo models only: router → model pool, one more hop
     and another environment (onnxruntime 1.20.1), beside the fast-lane row."""
-    from serve_app.registry.seed import POOLED_DEMO_MODELS
-
     peer = serve_app(ws, canaries=())
     return replace(
         peer,

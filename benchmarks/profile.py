@@ -4,8 +4,8 @@
 
 Starts serve-app with the benchmark layout (peers.BEST_VARIANT) and drives it twice with
 the load generator. The first run samples the CPU seconds of every process in the tree,
-grouped by role (HAProxy, pool replicas, Serve's controller, raylet, GCS, agents...). The
-second records each pool replica with py-spy (out of process, non-blocking) and sorts
+grouped by role (HAProxy, router replicas, Serve's controller, raylet, GCS, agents...). The
+second records each router replica with py-spy (out of process, non-blocking) and sorts
 the samples by layer: uvicorn/Starlette, Ray Serve's replica wrapper, Ray core, asyncio,
 serve-app's own code, onnxruntime. Writes results/profile.{md,json} (--out).
 """
@@ -46,7 +46,7 @@ LAYERS = (
 )
 # Inclusive shares of these functions: how much of a replica's time is the request itself.
 MARKERS = {
-    "pool._score (the request inside serve-app)": "_score (serve_app/serving/pool.py",
+    "Dataplane.score (the request inside serve-app)": "score (serve_app/serving/dataplane.py",
     "decode V2 request": "decode_request (serve_app/",
     "OnnxModel.predict": "predict (serve_app/runtime/onnx.py",
     "encode V2 response": "encode_response (serve_app/",
@@ -86,9 +86,9 @@ def with_load(
 
 
 def record_replicas(peer: Peer, seconds: float, folder: Path) -> list[Path]:
-    """py-spy raw (collapsed) stacks of each pool replica, recorded at the same time."""
+    """py-spy raw (collapsed) stacks of each router replica, recorded at the same time."""
     tree = proctree.tree(peer.server.pid)
-    replicas = [p for p in tree if proctree.role(p) == proctree.POOL_REPLICA]
+    replicas = [p for p in tree if proctree.role(p) == proctree.ROUTER_REPLICA]
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     outputs = [folder / f"replica-{pid}.txt" for pid in replicas]
@@ -168,7 +168,7 @@ def tables(point: dict, cpu: dict[str, float], seconds: float, stacks: dict) -> 
             f"c{point['concurrency']}: {rps} req/s, p50 {point['p50_ms']} ms, "
             f"p99 {point['p99_ms']} ms, {point['errors']} errors",
             "CPU by process role (first load run):\n" + report.markdown(cpu_rows, cpu_columns),
-            f"Pool replicas, py-spy ({stacks['samples']} samples, second load run), by the "
+            f"Router replicas, py-spy ({stacks['samples']} samples, second load run), by the "
             "layer of the running (leaf) frame:\n"
             + report.markdown(layer_rows, [("layer", "layer"), ("% of samples", "pct")]),
             "Inclusive shares (samples with this function anywhere on the stack):\n"
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"load run 1: CPU per process role over {window:g} s")
         point, cpu = with_load(peer, args.concurrency, plan, lambda: cpu_by_role(peer, window))
         progress(f"load run 1: {point['requests_per_s']} req/s")
-        progress(f"load run 2: py-spy on each pool replica for {window:g} s")
+        progress(f"load run 2: py-spy on each router replica for {window:g} s")
         files_folder = ws.root / "profile"
         _, files = with_load(
             peer, args.concurrency, plan, lambda: record_replicas(peer, window, files_folder)

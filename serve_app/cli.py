@@ -140,7 +140,7 @@ def _print_examples(url: str, registry, settings: AppSettings) -> None:
     print("\nscore a transaction (Open Inference Protocol V2):")
     print(
         f"  curl -s {url}/v2/models/{name}/infer -H 'content-type: application/json' \\\n"
-        f"    -H 'serve_multiplexed_model_id: {name}' -d '{json.dumps(v2_body)}'"
+        f"    -d '{json.dumps(v2_body)}'"
     )
     print("or with MLflow's scoring format:")
     print(

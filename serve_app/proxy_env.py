@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import socket
 
-# Ray Serve's HAProxy ingress, hashing on the multiplexed-model header, with the
-# throughput-optimised replica settings: measured here at ~1.3 ms p50 against ~18 ms for
-# the default proxy (benchmarks/results/levers.md).
+# Ray Serve's HAProxy ingress with the throughput-optimised replica settings: measured
+# here at ~1.3 ms p50 against ~18 ms for the default proxy (benchmarks/results/levers.md).
+# Least connections, not a hash of the model header: every router replica keeps every
+# model open (the LRU holds the working set), so a new replica costs one cold load per
+# model and a hot model spreads over all replicas; Ray's header hash is map-based, so a
+# scale event remaps most models, and it pins a hot model to one replica
+# (benchmarks/results/router-scaling.md).
 FAST_INGRESS_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
-    "RAY_SERVE_HAPROXY_BALANCE_ALGORITHM": "hdr(serve_multiplexed_model_id)",
+    "RAY_SERVE_HAPROXY_BALANCE_ALGORITHM": "leastconn",
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
     "RAY_SERVE_HAPROXY_NBTHREAD": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",

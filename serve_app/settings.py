@@ -64,6 +64,13 @@ class RouterSettings(Scaling):
     preload_top_k: int = Field(
         10, ge=0, description="Models opened on every new replica at start, busiest first."
     )
+    target_busy: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="Share of wall time each replica should spend handling requests: "
+        "the router autoscales on it (core/autoscaling.py), not on ongoing requests.",
+    )
 
 
 POOL_NAME = r"^[a-z][a-z0-9-]{0,30}$"
@@ -123,7 +130,7 @@ class RoutingSettings(_Strict):
 
 
 class CacheSettings(_Strict):
-    """The prediction cache of each pool replica; off for every model not listed."""
+    """The prediction cache of each router replica; off for every model not listed."""
 
     models: tuple[str, ...] = Field(
         (), description="Names or shell patterns (`fraud-card-*`) of the models to cache."

@@ -111,6 +111,9 @@ def service(seeded_home: Path, ray_cluster) -> Iterator[Service]:
         "cache": {"models": [CACHED_MODEL], "ttl_s": CACHE_TTL_S},
         # the shipped model pools: their own runtime_env, built by Ray on first use
         "pools": [pool.model_dump(mode="json") for pool in shipped.pools],
+        # one router replica: the prediction cache and the rollout windows are per replica,
+        # and HAProxy balances by least connections (router scaling: tests/e2e)
+        "router": {"min_replicas": 1, "max_replicas": 1},
     }
     serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     url = f"http://127.0.0.1:{TEST_HTTP_PORT}"

@@ -17,6 +17,8 @@ from serve_app.serving.pools import ModelPool, pool_deployment_name
 from serve_app.serving.router import Router
 from serve_app.settings import AppSettings, ModelPoolSettings
 
+ROUTER_POLICY = "serve_app.core.autoscaling:BusyTarget"
+
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     settings = AppSettings.model_validate(args or {}).resolved()
@@ -24,11 +26,12 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     controller = Controller.options(user_config=config).bind()
     pools = {pool.name: _pool(pool, config, controller) for pool in settings.pools}
     router = settings.router
+    policy = {"policy_function": ROUTER_POLICY, "policy_kwargs": {"target": router.target_busy}}
     return Router.options(
         user_config=config,
         max_ongoing_requests=router.max_ongoing_requests,
         ray_actor_options={"num_cpus": router.num_cpus},
-        autoscaling_config=router.autoscaling_config(),
+        autoscaling_config={**router.autoscaling_config(), "policy": policy},
     ).bind(controller, pools)
 
 

@@ -47,7 +47,7 @@ logger = logging.getLogger("ray.serve")
 PINNED_CACHE = 64
 ROLLOUT_TAG = "serve_app.rollout"
 POLICY_TAG = "serve_app.rollout_policy"
-REPLICA_STALE_S = 30.0
+REPLICA_STALE_S = 10.0  # replicas report every SYNC_WAIT_S (2 s) at most
 
 
 @serve.deployment(
@@ -410,6 +410,7 @@ class Controller:
         replica: str,
         node: str,
         loaded: list[str],
+        opens: int,
         traffic: dict[str, int],
         windows: dict[str, dict[int, VersionWindow]],
         stamp: tuple[str, int],
@@ -421,7 +422,7 @@ class Controller:
         controller must not empty the replicas' tables while it takes its first sweep.
         """
         revision = stamp[1] if stamp[0] == self._table.epoch else 0
-        self._remember_replica(replica, node, loaded, revision, sum(traffic.values()))
+        self._remember_replica(replica, node, loaded, opens, revision, sum(traffic.values()))
         self._traffic.update(traffic)
         for name, by_version in windows.items():
             if name in self._windows:
@@ -441,6 +442,7 @@ class Controller:
         replica: str,
         node: str,
         loaded: list[str],
+        opens: int,
         revision: int | None = None,
         requests: int = 0,
     ) -> None:
@@ -449,6 +451,7 @@ class Controller:
         known = self._replicas.get(replica, {})
         self._replicas[replica] = {
             "loaded": sorted(loaded),
+            "opens": opens,
             "node": node,
             "seen": time.time(),
             "revision": known.get("revision", 0) if revision is None else revision,
@@ -543,6 +546,7 @@ class Controller:
             "replicas": {
                 r: {
                     "loaded": len(i["loaded"]),
+                    "model_opens": i["opens"],
                     "node": i["node"],
                     "table_revision": i["revision"],
                     "requests": i["requests"],

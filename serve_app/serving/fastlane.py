@@ -59,6 +59,7 @@ class FastLane:
         self._metrics = metrics
         self._open: OrderedDict[str, ModelVersions] = OrderedDict()
         self._opening: dict[str, asyncio.Future[ModelVersions]] = {}
+        self.opens = 0  # models opened over the replica's life: cold loads, shown in status
 
     @property
     def loaded(self) -> list[str]:
@@ -114,6 +115,7 @@ class FastLane:
         while len(self._open) > self.capacity:
             evicted, _ = self._open.popitem(last=False)
             self._metrics.model_evictions.inc(tags={"model": evicted})
+        self.opens += 1
         self._metrics.model_loads.inc(tags={"model": route.name})
         elapsed = time.perf_counter() - started
         self._metrics.model_load_seconds.observe(elapsed, tags={"model": route.name})

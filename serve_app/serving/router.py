@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -19,6 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
+from serve_app.core.autoscaling import BUSY, BusyClock
 from serve_app.core.cache import PredictionCache
 from serve_app.core.routing import RoutingTable
 from serve_app.metrics import ScoringMetrics
@@ -59,6 +61,7 @@ class Router:
         self._replica_id = serve.get_replica_context().replica_id.unique_id
         self._node_id = ray.get_runtime_context().get_node_id()
         self._first_table = asyncio.Event()
+        self._busy = BusyClock(time.monotonic(), time.process_time())
         self._fast: FastLane | None = None
         self._background: list[asyncio.Task] = []
         self._dataplane: Dataplane | None = None
@@ -98,6 +101,10 @@ class Router:
             logger.exception("unexpected error on %s %s", request.method, request.url.path)
             return Response(error_body("internal error"), 500, media_type=JSON)
 
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve calls this for the router's autoscaling policy (core/autoscaling.py)."""
+        return {BUSY: self._busy.share(time.monotonic(), time.process_time())}
+
     async def features(self, name: str, version: int) -> tuple[str, ...]:
         """The signature of a version outside the table, for a request that pins it."""
         key = (name, version)
@@ -128,6 +135,7 @@ class Router:
                     self._replica_id,
                     self._node_id,
                     self._fast.loaded,
+                    self._fast.opens,
                     traffic,
                     windows,
                     self.table.stamp,

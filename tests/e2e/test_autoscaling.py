@@ -1,5 +1,5 @@
-"""Pool autoscaling on a local multi-node Ray cluster (one raylet per worker): under
-sustained load the pool scales out, within its bounds and onto more than one node,
+"""Router autoscaling on a local multi-node Ray cluster (one raylet per worker): under
+sustained load the router scales out, within its bounds and onto more than one node,
 without failing a request, and back to min_replicas once the load stops.
 
 Behaviour, not speed: the bounds are generous, the delays short (benchmarks/autoscaling.py
@@ -54,7 +54,7 @@ def test_pool_scales_out_under_load_and_back_in_when_idle(cluster, seeded_home):
             sampled(lambda s: s.replicas == ROUTER.max_replicas),
             timeout=75,
             interval=0.5,
-            what=f"the pool to scale out to {ROUTER.max_replicas} replicas",
+            what=f"the router to scale out to {ROUTER.max_replicas} replicas",
         )
     scaled = samples[-1]
     assert len(scaled.nodes) > 1, f"all replicas on one node: {scaled.placement()}"
@@ -67,7 +67,7 @@ def test_pool_scales_out_under_load_and_back_in_when_idle(cluster, seeded_home):
         ),
         timeout=90,
         interval=0.5,
-        what=f"the idle pool to scale back to {ROUTER.min_replicas} replica(s)",
+        what=f"the idle router to scale back to {ROUTER.min_replicas} replica(s)",
     )
     over = [s for s in samples if max(s.target, s.replicas + s.starting) > ROUTER.max_replicas]
     assert not over, f"more than max_replicas: {over[:3]}"

@@ -1,4 +1,4 @@
-"""A local multi-node Ray cluster: pool replicas spread over the worker nodes, and the
+"""A local multi-node Ray cluster: router replicas spread over the worker nodes, and the
 service keeps answering when one of those nodes is removed."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def test_replicas_spread_and_survive_a_lost_node(cluster, seeded_home):
     replicas = wait_until(placement, timeout=30, what="both replicas to report")
     nodes = {info["node"] for info in replicas.values()}
     worker_ids = {w.node_id for w in workers}
-    assert nodes == worker_ids, "the two pool replicas must sit on the two worker nodes"
+    assert nodes == worker_ids, "the two router replicas must sit on the two worker nodes"
 
     with Traffic(url, DEMO_MODELS[0]) as traffic:
         time.sleep(3.0)

@@ -125,7 +125,7 @@ def test_serve_deploy_config_then_settings_change_under_load(project_dir):
         # new; the event history outlives them (settings.HistorySettings).
         after = call(f"{url}/admin/models")[1]
         assert after["controller_epoch"] != before["controller_epoch"]
-        wait_until(  # the old replicas are gone (status forgets silent ones after 30 s)
+        wait_until(  # the old replicas are gone (status forgets silent ones after 10 s)
             lambda: not set(call(f"{url}/admin/models")[1]["replicas"]) & set(before["replicas"]),
             timeout=60,
             what="the old replicas to be replaced",

@@ -69,11 +69,13 @@ class Traffic:
         rows: list[list[float]] | None = None,
         workers: int = 8,
         timeout_s: float = 30.0,
+        pause_s: float = 0.0,
     ):
         self.url = f"{url}/v2/models/{model}/infer"
         self.rows = rows or [ROW]
         self.workers = workers
         self.timeout_s = timeout_s
+        self.pause_s = pause_s  # each worker waits this long between requests
         self.results: list[Answer] = []
         self._stop = threading.Event()
         self._crashed: list[str] = []
@@ -120,6 +122,8 @@ class Traffic:
             try:
                 while not self._stop.is_set():
                     self.results.append(await send(session, next(counter)))
+                    if self.pause_s:
+                        await asyncio.sleep(self.pause_s)
             except BaseException as error:  # anything else is the harness's own defect
                 self._crashed.append(f"{type(error).__name__}: {error}")
                 raise

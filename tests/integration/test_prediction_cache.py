@@ -13,11 +13,7 @@ CACHE_HEADER = "x-prediction-cache"
 
 def score(url: str, model: str, row: list[float], version: int | None = None):
     path = f"/versions/{version}" if version else ""
-    # The affinity header, as clients of the shipped layout send it: the cache is per replica.
-    affinity = {"serve_multiplexed_model_id": model}
-    status, answer, headers = call(
-        f"{url}/v2/models/{model}{path}/infer", v2_payload([row]), headers=affinity
-    )
+    status, answer, headers = call(f"{url}/v2/models/{model}{path}/infer", v2_payload([row]))
     assert status == 200, answer
     return answer["outputs"][0]["data"], headers
 
