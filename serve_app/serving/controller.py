@@ -1,5 +1,9 @@
 """The control actor: follows the registry, runs rollouts, publishes routing tables.
 
+This module is its shell: state, the poll loop, champions and publishing. The rollout
+steps (`rollout_steps.py`), the replicas' side (`replica_channel.py`) and the operator's
+actions and views (`operator.py`) are mixed in from rooms of their own.
+
 A single-replica Serve deployment (a named, detached Ray actor that Serve restarts,
 reconfigures and deletes with the application), and the only MLflow client on the
 serving side. Each poll it:
@@ -18,7 +22,6 @@ import logging
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict
 from typing import Any
 
 from ray import serve
@@ -28,7 +31,7 @@ from serve_app.core.placement import UnknownPool, assign_pool
 from serve_app.core.reconcile import plan
 from serve_app.core.rollout import Rollout
 from serve_app.core.routing import ModelRoute, RoutingTable
-from serve_app.core.stats import VersionWindow, psi
+from serve_app.core.stats import VersionWindow
 from serve_app.history import Event, EventLog
 from serve_app.metrics import ControllerMetrics
 from serve_app.registry.mlflow_registry import (
@@ -38,16 +41,16 @@ from serve_app.registry.mlflow_registry import (
     RegistryError,
     VersionNotFound,
 )
-from serve_app.runtime.evaluation import alert_rate, evaluate_on_set
-from serve_app.runtime.onnx import ModelArtifact, ModelLoadError, OnnxModel, load_checked
+from serve_app.runtime.onnx import ModelArtifact, ModelLoadError, load_checked
+from serve_app.serving.operator import OperatorActions
+from serve_app.serving.replica_channel import ReplicaChannel
+from serve_app.serving.rollout_steps import RolloutSteps
 from serve_app.settings import AppSettings, RolloutPolicy
 
 logger = logging.getLogger("ray.serve")
 
 PINNED_CACHE = 64
-ROLLOUT_TAG = "serve_app.rollout"
 POLICY_TAG = "serve_app.rollout_policy"
-REPLICA_STALE_S = 10.0  # replicas report every SYNC_WAIT_S (2 s) at most
 
 
 @serve.deployment(
@@ -57,7 +60,7 @@ REPLICA_STALE_S = 10.0  # replicas report every SYNC_WAIT_S (2 s) at most
     health_check_period_s=5,
     logging_config={"enable_access_log": False},  # replicas long-poll it all the time
 )
-class Controller:
+class Controller(RolloutSteps, ReplicaChannel, OperatorActions):
     def __init__(self) -> None:
         self._settings = AppSettings()
         self._registry: Registry | None = None
@@ -230,128 +233,6 @@ class Controller:
         self._artifacts[key] = fetched.artifact
         return fetched.artifact
 
-    # -- rollouts --------------------------------------------------------------------------
-    async def _follow_challenger(
-        self, name: str, candidate: int | None, tags: dict[str, str]
-    ) -> None:
-        rollout = self._rollouts.get(name)
-        if rollout is not None and rollout.candidate != candidate:
-            self._end_rollout(
-                name, "rollout_cancelled", "the challenger alias moved or was removed"
-            )
-            rollout = None
-        champion = self._champions.get(name)
-        if candidate is None or champion is None or rollout is not None:
-            return
-        key = (name, candidate)
-        if candidate == champion.version or key in self._rejected or key in self._broken:
-            return
-        persisted = _rollout_from_tag(tags.get(ROLLOUT_TAG))
-        resumable = persisted and (persisted.candidate, persisted.champion) == (
-            candidate,
-            champion.version,
-        )
-        if resumable and await self._load_checked(name, candidate) is not None:
-            self._rollouts[name] = persisted
-            self._windows[name] = {}
-            self._record(name, "rollout_resumed", f"at {persisted.weight:g}%", candidate)
-            return
-        reason = await self._gate(name, champion, candidate)
-        if reason is not None:
-            await self._reject(name, candidate, reason)
-            return
-        policy = self._policies.get(name, self._settings.rollout)
-        started = Rollout.start(name, candidate, champion.version, policy, time.time())
-        await self._save_rollout(started)
-        self._record(
-            name, "gate_passed", f"{started.phase} starts at {started.weight:g}%", candidate
-        )
-
-    async def _gate(self, name: str, champion: ModelArtifact, candidate: int) -> str | None:
-        artifact = await self._load_checked(name, candidate)
-        if artifact is None:
-            return self._broken.get((name, candidate), "the registry is unreachable")
-        if artifact.features != champion.features:
-            return "its signature differs from the champion's (feature names or order)"
-        try:
-            evaluation = await self._io(self._registry.eval_set, name)
-        except RegistryError as error:
-            return f"the registered evaluation set is unusable: {error}"
-        if evaluation is None:
-            return "the model has no registered evaluation set to compare on"
-        rows, labels, features = evaluation
-        if features != champion.features:
-            return "the evaluation set's features differ from the signature"
-        policy = self._policies.get(name, self._settings.rollout)
-
-        def compare() -> str | None:
-            current, new = OnnxModel(champion), OnnxModel(artifact)
-            rate = alert_rate(current, rows)
-            return machine.gate(
-                policy,
-                evaluate_on_set(current, rows, labels, rate),
-                evaluate_on_set(new, rows, labels, rate),
-            )
-
-        return await self._io(compare)
-
-    async def _reject(self, name: str, candidate: int, reason: str) -> None:
-        self._rejected[(name, candidate)] = reason
-        self._record(name, "gate_rejected", reason, candidate)
-        await self._io(self._registry.tag_version, name, candidate, "serve_app.gate", "rejected")
-        await self._io(self._registry.tag_version, name, candidate, "serve_app.gate_reason", reason)
-        await self._io(self._registry.delete_alias, name, CHALLENGER)
-
-    async def _step(self, name: str) -> None:
-        rollout = self._rollouts[name]
-        policy = self._policies.get(name, self._settings.rollout)
-        windows = self._windows.get(name, {})
-        champion = windows.get(rollout.champion, VersionWindow())
-        challenger = windows.get(rollout.candidate, VersionWindow())
-        decision = machine.evaluate(rollout, policy, time.time(), champion, challenger)
-        if isinstance(decision, machine.Advance):
-            advanced = rollout.at_step(decision.step, policy, time.time())
-            await self._save_rollout(advanced)
-            detail = f"step {decision.step + 1}/{len(policy.steps)}: {advanced.weight:g}%"
-            self._record(name, "step_reached", detail, rollout.candidate)
-        elif isinstance(decision, machine.Promote):
-            await self._promote(name)
-        elif isinstance(decision, machine.RollBack):
-            await self._roll_back(name, decision.reason, decision.kind)
-
-    async def _save_rollout(self, rollout: Rollout) -> None:
-        self._rollouts[rollout.model] = rollout
-        self._windows[rollout.model] = {}
-        await self._io(self._registry.set_model_tag, rollout.model, ROLLOUT_TAG, rollout.to_json())
-
-    async def _promote(self, name: str) -> None:
-        rollout = self._rollouts[name]
-        artifact = await self._load_checked(name, rollout.candidate)
-        if artifact is None:
-            await self._roll_back(name, "the candidate can no longer be loaded", "load_failed")
-            return
-        await self._io(self._registry.set_alias, name, CHAMPION, rollout.candidate)
-        await self._io(self._registry.delete_alias, name, CHALLENGER)
-        self._aliases[name] = {CHAMPION: rollout.candidate}
-        self._set_champion(artifact)
-
-    async def _roll_back(self, name: str, reason: str, kind: str) -> None:
-        rollout = self._rollouts[name]
-        self._rejected[(name, rollout.candidate)] = reason
-        self._end_rollout(name, "rolled_back", reason)
-        self._metrics.rollbacks.inc(tags={"model": name, "reason": kind})
-        self._publish()  # weight to 0 at once, before the registry round trips
-        await self._io(self._registry.delete_alias, name, CHALLENGER)
-        await self._io(
-            self._registry.tag_version, name, rollout.candidate, "serve_app.rollback_reason", reason
-        )
-
-    def _end_rollout(self, name: str, kind: str, detail: str) -> None:
-        rollout = self._rollouts.pop(name)
-        self._windows.pop(name, None)
-        self._record(name, kind, detail, rollout.candidate)
-        self._registry.delete_model_tag(name, ROLLOUT_TAG)
-
     # -- publishing --------------------------------------------------------------------------
     def _publish(self) -> None:
         routes = {name: self._route(name, artifact) for name, artifact in self._champions.items()}
@@ -404,188 +285,9 @@ class Controller:
         )
         log("%s: %s %s", model, kind, detail)
 
-    # -- called by scoring replicas ------------------------------------------------------------
-    async def sync(
-        self,
-        replica: str,
-        node: str,
-        loaded: list[str],
-        opens: int,
-        traffic: dict[str, int],
-        windows: dict[str, dict[int, VersionWindow]],
-        stamp: tuple[str, int],
-        wait_s: float,
-    ) -> RoutingTable | None:
-        """Long poll: the current table once it differs from the replica's `stamp`, else None.
-
-        A table not yet filled from the registry is never handed out: a restarted
-        controller must not empty the replicas' tables while it takes its first sweep.
-        """
-        revision = stamp[1] if stamp[0] == self._table.epoch else 0
-        self._remember_replica(replica, node, loaded, opens, revision, sum(traffic.values()))
-        self._traffic.update(traffic)
-        for name, by_version in windows.items():
-            if name in self._windows:
-                current = self._windows[name]
-                for version, window in by_version.items():
-                    current[version] = current.get(version, VersionWindow()).merge(window)
-        if self._table.revision == 0 or self._table.stamp == tuple(stamp):
-            changed = self._table_changed
-            try:
-                await asyncio.wait_for(changed.wait(), timeout=wait_s)
-            except TimeoutError:
-                return None
-        return self._table
-
-    def _remember_replica(
-        self,
-        replica: str,
-        node: str,
-        loaded: list[str],
-        opens: int,
-        revision: int | None = None,
-        requests: int = 0,
-    ) -> None:
-        """What a replica holds, the table it serves from (None: unchanged) and how many
-        requests it has answered (how the ingress spreads load shows in status)."""
-        known = self._replicas.get(replica, {})
-        self._replicas[replica] = {
-            "loaded": sorted(loaded),
-            "opens": opens,
-            "node": node,
-            "seen": time.time(),
-            "revision": known.get("revision", 0) if revision is None else revision,
-            "requests": known.get("requests", 0) + requests,
-        }
-
-    async def artifact(self, name: str, version: int) -> ModelArtifact | str | None:
-        """A checked version's bytes; None if it does not exist, a reason if it is unusable."""
-        key = (name, version)
-        async with self._fetch_locks.setdefault(key, asyncio.Lock()):
-            if key not in self._artifacts and key not in self._broken:
-                await self._load_checked(name, version)
-        self._fetch_locks.pop(key, None)
-        if key in self._artifacts:
-            return self._artifacts[key]
-        return self._broken.get(key)
-
-    # -- admin ------------------------------------------------------------------------------------
-    async def set_weight(self, name: str, weight: float) -> tuple[int, str]:
-        async with self._lock:
-            rollout = self._rollouts.get(name)
-            if rollout is None:
-                return 409, f"model '{name}' has no challenger in rollout"
-            await self._save_rollout(rollout.manual(weight, time.time()))
-            self._record(name, "manual_weight", f"{weight:g}% by an operator", rollout.candidate)
-            self._publish()
-            return 200, f"challenger v{rollout.candidate} of '{name}' at {weight:g}%"
-
-    async def promote(self, name: str) -> tuple[int, str]:
-        async with self._lock:
-            rollout = self._rollouts.get(name)
-            if rollout is None:
-                return 409, f"model '{name}' has no challenger to promote"
-            self._record(name, "manual_promote", "by an operator", rollout.candidate)
-            await self._promote(name)
-            self._publish()
-            return 200, f"v{rollout.candidate} is the champion of '{name}'"
-
-    async def rollback(self, name: str) -> tuple[int, str]:
-        """Abort a running rollout, or else move `champion` back to the standby version."""
-        async with self._lock:
-            if name in self._rollouts:
-                candidate = self._rollouts[name].candidate
-                await self._roll_back(name, "manual rollback by an operator", "manual")
-                return 200, f"rolled back challenger v{candidate} of '{name}'"
-            standby = self._standby.get(name)
-            artifact = standby and await self._load_checked(name, standby[0])
-            if not artifact:
-                return 409, f"model '{name}' has no previous version within its grace period"
-            await self._io(self._registry.set_alias, name, CHAMPION, artifact.version)
-            self._aliases.setdefault(name, {})[CHAMPION] = artifact.version
-            detail = f"champion back to v{artifact.version}"
-            self._record(name, "manual_rollback", detail, artifact.version)
-            self._set_champion(artifact)
-            self._publish()
-            return 200, f"'{name}' champion is back to v{standby[0]}"
-
-    async def status(self) -> dict[str, Any]:
-        now = time.time()
-        live = {r: i for r, i in self._replicas.items() if now - i["seen"] < REPLICA_STALE_S}
-        models = {}
-        for name in sorted(set(self._table.routes) | set(self._aliases)):
-            route = self._table.get(name)
-            rollout = self._rollouts.get(name)
-            models[name] = {
-                "aliases": self._aliases.get(name, {}),
-                "serving": None
-                if route is None
-                else {
-                    "champion": route.champion,
-                    "challenger": route.challenger,
-                    "challenger_weight": route.challenger_weight if route.challenger else 0.0,
-                    "shadow": route.shadow,
-                    "pool": route.pool,
-                    "standby": route.standby,
-                },
-                "rollout": None
-                if rollout is None
-                else {**asdict(rollout), "window": self._window_summary(name, rollout)},
-                "loaded_on": sorted(r for r, i in live.items() if name in i["loaded"]),
-                "failed_versions": {v: why for (n, v), why in self._broken.items() if n == name},
-                "rejected_versions": {
-                    v: why for (n, v), why in self._rejected.items() if n == name
-                },
-                "control_error": self._control_errors.get(name) or self._placement_errors.get(name),
-            }
-        return {
-            "registry_uri": self._settings.registry.tracking_uri,
-            "controller_epoch": self._table.epoch,
-            "table_revision": self._table.revision,
-            "last_poll": self._last_poll,
-            "replicas": {
-                r: {
-                    "loaded": len(i["loaded"]),
-                    "model_opens": i["opens"],
-                    "node": i["node"],
-                    "table_revision": i["revision"],
-                    "requests": i["requests"],
-                }
-                for r, i in live.items()
-            },
-            "models": models,
-        }
-
-    def _window_summary(self, name: str, rollout: Rollout) -> dict[str, Any]:
-        windows = self._windows.get(name, {})
-        champion = windows.get(rollout.champion, VersionWindow())
-        challenger = windows.get(rollout.candidate, VersionWindow())
-        return {
-            "champion_requests": champion.requests,
-            "challenger_requests": challenger.requests,
-            "challenger_error_rate": challenger.error_rate,
-            "p99_ms": {"champion": champion.p99_ms(), "challenger": challenger.p99_ms()},
-            "psi": psi(champion.scores, challenger.scores),
-            "shadow_agreement": challenger.agreement,
-            "shadow_compared": challenger.compared,
-        }
-
-    async def history(self, name: str | None = None, since: float | None = None) -> list[dict]:
-        events = await self._io(self._history.read, name, since)
-        return [asdict(e) for e in events]
-
 
 def _json_object(text: str) -> dict[str, Any]:
     value = json.loads(text)
     if not isinstance(value, dict):
         raise ValueError("expected a JSON object")
     return value
-
-
-def _rollout_from_tag(text: str | None) -> Rollout | None:
-    if not text:
-        return None
-    try:
-        return Rollout.from_json(text)
-    except (ValueError, TypeError):
-        return None

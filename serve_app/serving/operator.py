@@ -1,0 +1,124 @@
+"""The control actor's operator side: manual canary weight, promote, rollback, status
+and history, as the admin endpoints and the CLI call them.
+
+A part of `Controller` (serving/controller.py), kept in a room of its own; every changing
+action takes the actor's lock, so it never interleaves with a registry poll.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from serve_app.core.rollout import Rollout
+from serve_app.core.stats import VersionWindow, psi
+from serve_app.registry.mlflow_registry import CHAMPION
+
+REPLICA_STALE_S = 10.0  # replicas report every SYNC_WAIT_S (2 s) at most
+
+
+class OperatorActions:
+    async def set_weight(self, name: str, weight: float) -> tuple[int, str]:
+        async with self._lock:
+            rollout = self._rollouts.get(name)
+            if rollout is None:
+                return 409, f"model '{name}' has no challenger in rollout"
+            await self._save_rollout(rollout.manual(weight, time.time()))
+            self._record(name, "manual_weight", f"{weight:g}% by an operator", rollout.candidate)
+            self._publish()
+            return 200, f"challenger v{rollout.candidate} of '{name}' at {weight:g}%"
+
+    async def promote(self, name: str) -> tuple[int, str]:
+        async with self._lock:
+            rollout = self._rollouts.get(name)
+            if rollout is None:
+                return 409, f"model '{name}' has no challenger to promote"
+            self._record(name, "manual_promote", "by an operator", rollout.candidate)
+            await self._promote(name)
+            self._publish()
+            return 200, f"v{rollout.candidate} is the champion of '{name}'"
+
+    async def rollback(self, name: str) -> tuple[int, str]:
+        """Abort a running rollout, or else move `champion` back to the standby version."""
+        async with self._lock:
+            if name in self._rollouts:
+                candidate = self._rollouts[name].candidate
+                await self._roll_back(name, "manual rollback by an operator", "manual")
+                return 200, f"rolled back challenger v{candidate} of '{name}'"
+            standby = self._standby.get(name)
+            artifact = standby and await self._load_checked(name, standby[0])
+            if not artifact:
+                return 409, f"model '{name}' has no previous version within its grace period"
+            await self._io(self._registry.set_alias, name, CHAMPION, artifact.version)
+            self._aliases.setdefault(name, {})[CHAMPION] = artifact.version
+            detail = f"champion back to v{artifact.version}"
+            self._record(name, "manual_rollback", detail, artifact.version)
+            self._set_champion(artifact)
+            self._publish()
+            return 200, f"'{name}' champion is back to v{standby[0]}"
+
+    async def status(self) -> dict[str, Any]:
+        now = time.time()
+        live = {r: i for r, i in self._replicas.items() if now - i["seen"] < REPLICA_STALE_S}
+        models = {}
+        for name in sorted(set(self._table.routes) | set(self._aliases)):
+            route = self._table.get(name)
+            rollout = self._rollouts.get(name)
+            models[name] = {
+                "aliases": self._aliases.get(name, {}),
+                "serving": None
+                if route is None
+                else {
+                    "champion": route.champion,
+                    "challenger": route.challenger,
+                    "challenger_weight": route.challenger_weight if route.challenger else 0.0,
+                    "shadow": route.shadow,
+                    "pool": route.pool,
+                    "standby": route.standby,
+                },
+                "rollout": None
+                if rollout is None
+                else {**asdict(rollout), "window": self._window_summary(name, rollout)},
+                "loaded_on": sorted(r for r, i in live.items() if name in i["loaded"]),
+                "failed_versions": {v: why for (n, v), why in self._broken.items() if n == name},
+                "rejected_versions": {
+                    v: why for (n, v), why in self._rejected.items() if n == name
+                },
+                "control_error": self._control_errors.get(name) or self._placement_errors.get(name),
+            }
+        return {
+            "registry_uri": self._settings.registry.tracking_uri,
+            "controller_epoch": self._table.epoch,
+            "table_revision": self._table.revision,
+            "last_poll": self._last_poll,
+            "replicas": {
+                r: {
+                    "loaded": len(i["loaded"]),
+                    "model_opens": i["opens"],
+                    "node": i["node"],
+                    "table_revision": i["revision"],
+                    "requests": i["requests"],
+                }
+                for r, i in live.items()
+            },
+            "models": models,
+        }
+
+    def _window_summary(self, name: str, rollout: Rollout) -> dict[str, Any]:
+        windows = self._windows.get(name, {})
+        champion = windows.get(rollout.champion, VersionWindow())
+        challenger = windows.get(rollout.candidate, VersionWindow())
+        return {
+            "champion_requests": champion.requests,
+            "challenger_requests": challenger.requests,
+            "challenger_error_rate": challenger.error_rate,
+            "p99_ms": {"champion": champion.p99_ms(), "challenger": challenger.p99_ms()},
+            "psi": psi(champion.scores, challenger.scores),
+            "shadow_agreement": challenger.agreement,
+            "shadow_compared": challenger.compared,
+        }
+
+    async def history(self, name: str | None = None, since: float | None = None) -> list[dict]:
+        events = await self._io(self._history.read, name, since)
+        return [asdict(e) for e in events]
