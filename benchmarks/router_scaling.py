@@ -16,7 +16,6 @@ the high phase spread over the replicas. Writes benchmarks/results/router-scalin
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import threading
 import time
@@ -129,11 +128,9 @@ def summarise(samples: list[tuple[float, dict]], phases: list[dict]) -> dict:
     peak = max((n for _, n in counts), default=0)
     out_at = next((t for t, n in counts if t + origin >= high and n == peak), None)
     back_at = next((t for t, n in counts if t + origin >= low and n == 1), None)
-    first_seen: dict[str, dict] = {}
     opened: dict[str, int] = {}
     for _, replicas in samples:
         for replica, info in replicas.items():
-            first_seen.setdefault(replica, info)
             opened[replica] = max(opened.get(replica, 0), info["loaded"])
     # The spread once every replica is up: from the first sample at the peak to the phase end.
     at_peak = [r for t, r in samples if high <= t < low and len(r) == peak]
@@ -190,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = 0.5 if args.quick else 1.0
     phases = [("low", 1, 20 * scale), ("high", 16, 60 * scale), ("low again", 1, 75 * scale)]
     chosen = [args.only] if args.only else list(VARIANTS)
-    results = [run_variant(ws, label, copy.deepcopy(phases), progress) for label in chosen]
+    results = [run_variant(ws, label, phases, progress) for label in chosen]
     text = markdown(results, len(ws.models), phases)
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)

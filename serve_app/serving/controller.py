@@ -133,6 +133,7 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions):
             n: s for n, s in self._standby.items() if s[1] > now and n in self._champions
         }
         self._publish()
+        self._export_gauges()
         self._metrics.registry_polls.inc(tags={"result": "ok"})
         self._metrics.last_successful_poll.set(now)
         self._last_poll.update(ok=True, at=now, error=None)
@@ -246,7 +247,6 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions):
         surplus = [key for key in self._artifacts if key not in routed]
         for key in surplus[: max(0, len(surplus) - PINNED_CACHE)]:
             del self._artifacts[key]
-        self._export_gauges()
         self._table_changed.set()
         self._table_changed = asyncio.Event()
 
@@ -268,6 +268,9 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions):
         )
 
     def _export_gauges(self) -> None:
+        """Set every routed model's gauges, on every poll: Ray evicts a gauge that is not
+        refreshed within two export intervals, so a table that stays the same must not
+        let them vanish (a removed model's do, after `forget_model` zeroes them)."""
         for name, route in self._table.routes.items():
             phase = self._rollouts[name].phase if name in self._rollouts else "idle"
             self._metrics.export_route(name, route, phase)

@@ -80,12 +80,12 @@ class Dataplane:
             route = self.require_route(name)
             body = await read_body(request, self._state.settings.limits.max_body_bytes)
             pinned = http.parse_version(found.version)
+            loaded_here = route.pool is None and not self._fast.is_open(name)
             features = route.features
             if pinned is not None and pinned not in route.versions:
-                features = await self._state.features(name, pinned)
+                features = await self._pinned_features(route, pinned)
             decoded = self._decode(protocol, body, request, features)
             version = pinned if pinned is not None else route.choose(self._key(request, decoded))
-            loaded_here = route.pool is None and not self._fast.is_open(name)
             self._observe.metrics.model_cache.inc(
                 tags={"model": name, "result": "miss" if loaded_here else "hit"}
             )
@@ -125,6 +125,13 @@ class Dataplane:
                 raise NotReady("the routing table is not loaded yet")
             raise NotFound(f"model '{name}' is not served")
         return route
+
+    async def _pinned_features(self, route: ModelRoute, version: int) -> tuple[str, ...]:
+        """The signature of a version outside the table. A fast-lane model opens the version
+        here (scoring then finds it open); a pool model asks the router's signature cache."""
+        if route.pool is None:
+            return (await self._fast.model(route, version, pinned=True)).features
+        return await self._state.features(route.name, version)
 
     async def _cached(self, route: ModelRoute, version: int, batch: np.ndarray, pinned: bool):
         """Scores, through the prediction cache when the model has one (then hit or miss)."""
