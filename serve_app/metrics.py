@@ -104,6 +104,19 @@ class ScoringMetrics:
             tag_keys=("model",),
         )
 
+        self.prediction_log_rows = metrics.Counter(
+            "serve_app_prediction_log_rows",
+            description="Rows the prediction log handed to a sink (parquet, kafka) and to the "
+            "label store (store).",
+            tag_keys=("model", "sink"),
+        )
+        self.prediction_log_dropped = metrics.Counter(
+            "serve_app_prediction_log_dropped",
+            description="Rows the prediction log lost, by reason (queue_full, kafka_buffer_full, "
+            "kafka_delivery_failed, parquet_error, kafka_error, store_error, shutdown).",
+            tag_keys=("model", "reason"),
+        )
+
     def flush(self) -> None:
         for counter in (self.requests, self.rows, self.model_cache, self.prediction_cache):
             counter.flush()
@@ -150,7 +163,7 @@ class ControllerMetrics:
         self.rollbacks = metrics.Counter(
             "serve_app_rollbacks",
             description="Rollouts rolled back, by reason "
-            "(error_rate, latency, drift, manual, load_failed).",
+            "(error_rate, latency, drift, quality, manual, load_failed).",
             tag_keys=("model", "reason"),
         )
         self.control_errors = metrics.Counter(
@@ -160,6 +173,58 @@ class ControllerMetrics:
         )
         self.models_routed = metrics.Gauge(
             "serve_app_models_routed", description="Models in the routing table."
+        )
+        # Live quality: labelled predictions of the last `quality.window_days`, per model and
+        # role (champion, challenger). A figure is absent until its labels are enough.
+        self.quality_recall = metrics.Gauge(
+            "serve_app_quality_recall",
+            description="Labelled frauds the version flagged at its threshold.",
+            tag_keys=("model", "role"),
+        )
+        self.quality_precision = metrics.Gauge(
+            "serve_app_quality_precision",
+            description="Flagged labelled rows that were frauds.",
+            tag_keys=("model", "role"),
+        )
+        self.quality_false_positive_rate = metrics.Gauge(
+            "serve_app_quality_false_positive_rate",
+            description="Labelled legitimate rows the version flagged.",
+            tag_keys=("model", "role"),
+        )
+        self.quality_alert_rate = metrics.Gauge(
+            "serve_app_quality_alert_rate",
+            description="Logged rows (labelled or not) the version flagged.",
+            tag_keys=("model", "role"),
+        )
+        self.quality_pr_auc = metrics.Gauge(
+            "serve_app_quality_pr_auc",
+            description="Area under the precision-recall curve of the labelled rows.",
+            tag_keys=("model", "role"),
+        )
+        self.quality_labelled_rows = metrics.Gauge(
+            "serve_app_quality_labelled_rows",
+            description="Labelled rows the live figures rest on.",
+            tag_keys=("model", "role"),
+        )
+        self.quality_labelled_frauds = metrics.Gauge(
+            "serve_app_quality_labelled_frauds",
+            description="Labelled frauds the live recall rests on.",
+            tag_keys=("model", "role"),
+        )
+        self.quality_label_maturity = metrics.Gauge(
+            "serve_app_quality_label_maturity",
+            description="Share of the logged rows that carry a label.",
+            tag_keys=("model", "role"),
+        )
+        self.quality_eval_recall = metrics.Gauge(
+            "serve_app_quality_eval_recall",
+            description="Recall of the version on its evaluation set at its threshold.",
+            tag_keys=("model", "role"),
+        )
+        self.quality_eval_false_positive_rate = metrics.Gauge(
+            "serve_app_quality_eval_false_positive_rate",
+            description="False-positive rate of the version on its evaluation set.",
+            tag_keys=("model", "role"),
         )
 
     def export_route(self, name: str, route: ModelRoute, phase: str) -> None:

@@ -159,6 +159,18 @@ class RolloutPolicy(_Strict):
         200, ge=1, description="Scores each side needs before drift (PSI) is judged."
     )
     promotion_grace_s: float = Field(300.0, ge=0)
+    guard_quality_min_labels: int = Field(
+        200, ge=1, description="Labelled rows each version needs before quality is judged."
+    )
+    guard_quality_min_frauds: int = Field(
+        20, ge=1, description="Labelled frauds each version needs before recall is judged."
+    )
+    guard_max_recall_drop: float = Field(
+        0.05, ge=0, description="Allowed live recall below the champion's, same cohorts."
+    )
+    guard_max_fpr_rise: float = Field(
+        0.01, ge=0, description="Allowed live false-positive rate above the champion's."
+    )
 
     @field_validator("steps")
     @classmethod
@@ -177,6 +189,83 @@ class HistorySettings(_Strict):
     retention_days: float = Field(400.0, gt=0, description="Events older than this are pruned.")
 
 
+class KafkaSettings(_Strict):
+    """A Kafka sink for the prediction log (any Kafka-protocol broker)."""
+
+    bootstrap_servers: str = Field(
+        "", description="host:port[,host:port]; env SERVE_APP_KAFKA_BOOTSTRAP_SERVERS wins."
+    )
+    topic: str = Field("serve-app.predictions", min_length=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password_env: str = Field(
+        "SERVE_APP_KAFKA_PASSWORD", description="The variable holding the SASL password."
+    )
+    ssl_ca_location: str | None = None
+    buffer_records: int = Field(
+        100_000, ge=1, description="Records the producer buffers while the broker is away."
+    )
+    delivery_timeout_s: float = Field(
+        120.0, gt=0, description="A record not acknowledged by then is dropped and counted."
+    )
+    properties: dict[str, str] = Field(
+        default_factory=dict, description="Further librdkafka properties, passed as they are."
+    )
+
+
+class PredictionLogSettings(_Strict):
+    """Every scored row, logged off the request path (serve_app/predictions)."""
+
+    enabled: bool = True
+    sink: Literal["parquet", "kafka"] = Field(
+        "parquet", description="parquet: files under <home>/predictions; kafka: one topic."
+    )
+    directory: str | None = Field(None, description="Parquet root; default <home>/predictions.")
+    sample_percent: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per model name or shell pattern: percent of requests logged (default 100).",
+    )
+    queue_records: int = Field(
+        50_000, ge=1, description="Rows each replica queues; beyond it rows are dropped."
+    )
+    batch_records: int = Field(2_000, ge=1, description="Rows the writer hands a sink at once.")
+    flush_interval_s: float = Field(1.0, gt=0, description="The writer wakes this often.")
+    file_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Parquet rotation size.")
+    file_max_age_s: float = Field(300.0, gt=0, description="Parquet rotation age.")
+    key_hash_secret_env: str = Field(
+        "SERVE_APP_KEY_HASH_SECRET",
+        description="The variable holding the routing-key hash secret; default: a secret "
+        "file created in the home folder.",
+    )
+    kafka: KafkaSettings = KafkaSettings()
+
+    @field_validator("sample_percent")
+    @classmethod
+    def _percent(cls, rates: dict[str, float]) -> dict[str, float]:
+        bad = [pattern for pattern, rate in rates.items() if not 0.0 <= rate <= 100.0]
+        if bad:
+            raise ValueError(f"sample_percent must lie in 0..100 (check {bad[:3]})")
+        return rates
+
+
+class LabelSettings(_Strict):
+    """The label store: the join of logged predictions and late labels."""
+
+    database_uri: str | None = Field(
+        None, description="SQLAlchemy URL; default: sqlite file labels.db in the home folder."
+    )
+    retention_days: float = Field(180.0, gt=0, description="Predictions stay joinable this long.")
+    max_batch: int = Field(10_000, ge=1, description="Labels per feedback request.")
+
+
+class QualitySettings(_Strict):
+    """Live quality per model version, from labelled predictions."""
+
+    interval_s: float = Field(60.0, gt=0, description="How often the gauges are recomputed.")
+    window_days: int = Field(30, ge=1, description="Cohorts the gauges cover.")
+
+
 class AppSettings(_Strict):
     home: str = Field(DEFAULT_HOME, description=f"State folder; env ${HOME_ENV} wins.")
     router: RouterSettings = RouterSettings()
@@ -187,6 +276,9 @@ class AppSettings(_Strict):
     cache: CacheSettings = CacheSettings()
     rollout: RolloutPolicy = RolloutPolicy()
     history: HistorySettings = HistorySettings()
+    prediction_log: PredictionLogSettings = PredictionLogSettings()
+    labels: LabelSettings = LabelSettings()
+    quality: QualitySettings = QualitySettings()
 
     @field_validator("pools")
     @classmethod
@@ -208,7 +300,17 @@ class AppSettings(_Strict):
         registry = self.registry.model_copy(update={"tracking_uri": uri})
         database = self.history.database_uri or f"sqlite:///{home / 'history.db'}"
         history = self.history.model_copy(update={"database_uri": database})
-        return self.model_copy(update={"home": str(home), "registry": registry, "history": history})
+        labels = self.labels.database_uri or f"sqlite:///{home / 'labels.db'}"
+        log = self.prediction_log
+        directory = log.directory or str(home / "predictions")
+        update = {
+            "home": str(home),
+            "registry": registry,
+            "history": history,
+            "labels": self.labels.model_copy(update={"database_uri": labels}),
+            "prediction_log": log.model_copy(update={"directory": directory}),
+        }
+        return self.model_copy(update=update)
 
     @classmethod
     def from_serve_config(cls, document: dict[str, Any]) -> AppSettings:
