@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from serve_app import cli_labels
 from serve_app.proxy_env import fast_ingress_env
 from serve_app.settings import APP_NAME, AppSettings
 
@@ -203,6 +204,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             args.name,
             alias=args.alias,
             eval_set=args.eval_set,
+            threshold=args.threshold,
         )
     except RegistrationError as error:
         print(f"refused: {error}", file=sys.stderr)
@@ -320,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--name", required=True)
     register.add_argument("--alias", choices=["champion", "challenger"])
     register.add_argument("--eval-set", type=Path, help="CSV of features plus is_fraud")
+    register.add_argument(
+        "--threshold",
+        type=float,
+        help="the version's alert threshold (default: matched to the champion's alert rate "
+        "on the evaluation set)",
+    )
     register.set_defaults(func=cmd_register)
 
     for name, func, text in (
@@ -339,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--since", help="only events since a Unix time or an age: 30m, 2h, 7d"
             )
+
+    cli_labels.add_commands(commands, common, _settings, DEFAULT_URL)
 
     seed = commands.add_parser(
         "seed", help="register the demo models the registry lacks", parents=[common]

@@ -114,6 +114,10 @@ def service(seeded_home: Path, ray_cluster) -> Iterator[Service]:
         # one router replica: the prediction cache and the rollout windows are per replica,
         # and HAProxy balances by least connections (router scaling: tests/e2e)
         "router": {"min_replicas": 1, "max_replicas": 1},
+        # the loop in test time: logged rows joinable within a fraction of a second, Parquet
+        # files closed every second, quality (gauges, the guard) measured every second
+        "prediction_log": {"flush_interval_s": 0.2, "file_max_age_s": 1.0},
+        "quality": {"interval_s": 1.0},
     }
     serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     url = f"http://127.0.0.1:{TEST_HTTP_PORT}"

@@ -12,9 +12,12 @@ import json
 import math
 from dataclasses import asdict, dataclass, replace
 
+from serve_app.core.decisions import Advance, Decision, Hold, Promote, RollBack
+from serve_app.core.quality import Quality, quality_breach
 from serve_app.core.stats import VersionWindow, psi
 from serve_app.settings import RolloutPolicy
 
+__all__ = ["Advance", "Decision", "Hold", "Promote", "RollBack"]  # what a step can decide
 CANARY, SHADOW, MANUAL = "canary", "shadow", "manual"
 PHASES = ("idle", CANARY, SHADOW, MANUAL)  # values of the rollout-state gauge
 
@@ -84,12 +87,14 @@ class Rollout:
     step: int  # index into policy.steps (canary)
     weight: float  # percent of traffic (canary, manual) or copied (shadow)
     step_started_at: float
+    started_at: float = 0.0  # the rollout's start: quality compares rows logged since (0: old tag)
 
     @classmethod
     def start(cls, model: str, candidate: int, champion: int, policy: RolloutPolicy, now: float):
         if policy.mode == SHADOW:
-            return cls(model, candidate, champion, SHADOW, 0, policy.shadow_sample_percent, now)
-        return cls(model, candidate, champion, CANARY, 0, policy.steps[0], now)
+            weight = policy.shadow_sample_percent
+            return cls(model, candidate, champion, SHADOW, 0, weight, now, now)
+        return cls(model, candidate, champion, CANARY, 0, policy.steps[0], now, now)
 
     def at_step(self, step: int, policy: RolloutPolicy, now: float) -> Rollout:
         return replace(self, step=step, weight=policy.steps[step], step_started_at=now)
@@ -105,28 +110,6 @@ class Rollout:
         return cls(**json.loads(text))
 
 
-@dataclass(frozen=True)
-class Hold:
-    pass
-
-
-@dataclass(frozen=True)
-class Advance:
-    step: int
-
-
-@dataclass(frozen=True)
-class Promote:
-    pass
-
-
-@dataclass(frozen=True)
-class RollBack:
-    reason: str
-    kind: str  # error_rate | latency | drift: a bounded metric label
-
-
-Decision = Hold | Advance | Promote | RollBack
 # Below this many requests a window's "p99" is its slowest request, and one hiccup
 # (a collection, a busy event loop) would roll a healthy canary back.
 P99_MIN_REQUESTS = 100
@@ -182,9 +165,13 @@ def evaluate(
     now: float,
     champion: VersionWindow,
     challenger: VersionWindow,
+    quality: tuple[Quality, Quality] | None = None,
 ) -> Decision:
-    """What to do with a running rollout given the current step's traffic."""
+    """What to do with a running rollout given the current step's traffic and, once labels
+    have come back, both versions' live quality on the same cohorts (champion, challenger)."""
     breach = guard_breach(policy, champion, challenger)
+    if breach is None and quality is not None:
+        breach = quality_breach(policy, *quality)
     if breach is not None:
         return breach
     if rollout.phase != CANARY:

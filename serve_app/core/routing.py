@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 SPLIT_BUCKETS = 10_000
+DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,15 @@ class ModelRoute:
     shadow: bool = False  # challenger scores a copy of the traffic, never answers
     standby: int | None = None  # the previous champion, kept open for a quick rollback
     pool: str | None = None  # the model pool that scores it; None: the router's fast lane
+    thresholds: tuple[tuple[int, float], ...] = ()  # each open version's alert threshold
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.challenger_weight <= 100.0:
             raise ValueError(f"challenger weight {self.challenger_weight} is not in 0..100")
+
+    def threshold(self, version: int) -> float:
+        """The alert threshold the version was calibrated for (0.5 when none is known)."""
+        return next((t for v, t in self.thresholds if v == version), DEFAULT_THRESHOLD)
 
     @property
     def versions(self) -> tuple[int, ...]:

@@ -15,7 +15,6 @@ import numpy as np
 LATENCY_BUCKETS_MS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500, math.inf)
 SCORE_BINS = 10
 PSI_PSEUDO_COUNT = 0.5  # Laplace smoothing: empty bins in small windows stay finite
-DECISION_THRESHOLD = 0.5
 
 
 def _zeros(n: int) -> list[int]:
@@ -49,10 +48,9 @@ class VersionWindow:
             self.scores[index] += count
 
     def compare(self, champion: np.ndarray, shadow: np.ndarray) -> None:
+        """Count the shadow rows whose decision (each at its version's threshold) agreed."""
         self.compared += int(champion.size)
-        self.agreed += int(
-            np.sum((champion >= DECISION_THRESHOLD) == (shadow >= DECISION_THRESHOLD))
-        )
+        self.agreed += int(np.sum(champion == shadow))
 
     def merge(self, other: VersionWindow) -> VersionWindow:
         return VersionWindow(

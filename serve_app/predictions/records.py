@@ -35,7 +35,7 @@ FIELDS = (
     "latency_ms",  # the request's, the same for every row of it
     "cache",  # "hit" | "miss" for models with a prediction cache, else None
 )
-ROLES = ("champion", "challenger", "shadow")
+ROLES = ("champion", "challenger", "shadow", "pinned")  # pinned: a version asked for by number
 SECONDS_PER_DAY = 86_400
 
 
@@ -65,6 +65,12 @@ class LoggedBatch:
     def day(self) -> int:
         """The prediction-date cohort: days since the Unix epoch, UTC."""
         return int(self.time // SECONDS_PER_DAY)
+
+
+def decisions(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """score >= threshold, compared in float64 as every sink and the store compare it
+    (numpy would compare float32 scores against a float32-rounded threshold)."""
+    return scores.astype(np.float64) >= threshold
 
 
 def key_hash(secret: bytes, model: str, routing_key: str | None) -> str | None:

@@ -1,7 +1,7 @@
 """MLflow's scoring protocol (`/invocations`): the four input layouts `mlflow models serve` takes.
 
 Exactly one of `dataframe_split`, `dataframe_records`, `instances` or `inputs` (plus an
-optional `params`); the answer is `{"predictions": [...]}`.
+optional `params`); the answer is `{"predictions": [...]}`, plus serve-app's `decisions`.
 """
 
 from __future__ import annotations
@@ -70,5 +70,7 @@ def _dataframe_split(split: Any, features: Sequence[str], max_rows: int) -> np.n
     return batching.from_columns(by_name, features, max_rows, "dataframe_split")
 
 
-def encode_response(scores: np.ndarray) -> bytes:
-    return orjson.dumps({"predictions": scores.tolist()})
+def encode_response(scores: np.ndarray, decisions: np.ndarray) -> bytes:
+    """`predictions` as `mlflow models serve` answers; `decisions` beside them (MLflow
+    clients read `predictions` and ignore the rest)."""
+    return orjson.dumps({"predictions": scores.tolist(), "decisions": decisions.tolist()})

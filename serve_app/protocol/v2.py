@@ -24,6 +24,7 @@ from serve_app.protocol.errors import BadRequest, InvalidInput
 
 TENSOR_INPUT = "input"
 OUTPUT_NAME = "probability"
+DECISION_OUTPUT = "decision"  # score >= the version's alert threshold
 PLATFORM = "onnxruntime_onnx"
 HEADER_LENGTH = "inference-header-content-length"
 FLOAT64_EXACT_INTS = 2**53  # float64 holds every integer up to here, and not all beyond
@@ -193,21 +194,24 @@ def _within(data: Any, values: np.ndarray, info: np.iinfo) -> bool:
     return info.min <= low and high <= info.max
 
 
-def encode_response(model: str, version: int, scores: np.ndarray, request_id: str | None) -> bytes:
+def encode_response(
+    model: str, version: int, scores: np.ndarray, decisions: np.ndarray, request_id: str
+) -> bytes:
+    rows = [int(scores.shape[0])]
     answer: dict[str, Any] = {
         "model_name": model,
         "model_version": str(version),
+        "id": request_id,
         "outputs": [
+            {"name": OUTPUT_NAME, "datatype": "FP32", "shape": rows, "data": scores.tolist()},
             {
-                "name": OUTPUT_NAME,
-                "datatype": "FP32",
-                "shape": [int(scores.shape[0])],
-                "data": scores.tolist(),
-            }
+                "name": DECISION_OUTPUT,
+                "datatype": "BOOL",
+                "shape": rows,
+                "data": decisions.tolist(),
+            },
         ],
     }
-    if request_id is not None:
-        answer["id"] = request_id
     return orjson.dumps(answer)
 
 
@@ -218,7 +222,10 @@ def model_metadata(model: str, versions: Sequence[int], features: Sequence[str])
         "versions": [str(v) for v in versions],
         "platform": PLATFORM,
         "inputs": [{"name": TENSOR_INPUT, "datatype": "FP32", "shape": [-1, len(features)]}],
-        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}],
+        "outputs": [
+            {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]},
+            {"name": DECISION_OUTPUT, "datatype": "BOOL", "shape": [-1]},
+        ],
         "parameters": {
             "feature_names": list(features),
             "per_feature_inputs": [

@@ -36,6 +36,10 @@ CHALLENGER = "challenger"
 EXPERIMENT = "serve-app"
 ONNX_FILE = "model.onnx"
 EVAL_SET_TAG = "serve_app.eval_set"
+THRESHOLD_TAG = "serve_app.threshold"  # the version's alert threshold, set at registration
+EVAL_RECALL_TAG = "serve_app.eval_recall"  # its figures on the evaluation set, at it
+EVAL_FPR_TAG = "serve_app.eval_false_positive_rate"
+DEFAULT_THRESHOLD = 0.5  # versions registered before thresholds were tagged
 PIP_REQUIREMENTS = ["onnx", "onnxruntime"]
 
 
@@ -58,6 +62,44 @@ class RegisteredModelInfo:
 class FetchedVersion:
     artifact: ModelArtifact
     input_example: np.ndarray
+    eval_figures: dict[str, float] = field(default_factory=dict)  # recall, false_positive_rate
+
+
+def threshold_from_tags(tags: dict[str, str]) -> float:
+    """The version's alert threshold; a tag that is not a number in [0, 1] is an error:
+    the version would flag the wrong transactions, so it never serves."""
+    raw = tags.get(THRESHOLD_TAG)
+    if raw is None:
+        return DEFAULT_THRESHOLD
+    try:
+        value = float(raw)
+    except ValueError:
+        raise RegistryError(f"the version's {THRESHOLD_TAG} tag is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise RegistryError(f"the version's {THRESHOLD_TAG} tag is outside [0, 1]")
+    return value
+
+
+def calibration_tags(
+    threshold: float, recall: float | None, false_positive_rate: float | None
+) -> dict[str, str]:
+    """A version's threshold and evaluation-set figures as tags (repr: exact round trip)."""
+    tags = {THRESHOLD_TAG: repr(float(threshold))}
+    if recall is not None:
+        tags[EVAL_RECALL_TAG] = repr(recall)
+    if false_positive_rate is not None:
+        tags[EVAL_FPR_TAG] = repr(false_positive_rate)
+    return tags
+
+
+def eval_figures_from_tags(tags: dict[str, str]) -> dict[str, float]:
+    figures = {}
+    for key, tag in (("recall", EVAL_RECALL_TAG), ("false_positive_rate", EVAL_FPR_TAG)):
+        try:
+            figures[key] = float(tags[tag])
+        except (KeyError, ValueError):
+            continue
+    return figures
 
 
 class Registry:
@@ -108,8 +150,11 @@ class Registry:
             if example is None:
                 raise RegistryError(f"{name} v{version} was logged without an input example")
             rows = pd.DataFrame(example)[list(features)].to_numpy(dtype=np.float32)
-            artifact = ModelArtifact(name, version, onnx_path.read_bytes(), features)
-            return FetchedVersion(artifact, rows)
+            onnx_bytes = onnx_path.read_bytes()
+        tags = dict(self.client.get_model_version(name, str(version)).tags or {})
+        threshold = threshold_from_tags(tags)
+        artifact = ModelArtifact(name, version, onnx_bytes, features, threshold)
+        return FetchedVersion(artifact, rows, eval_figures_from_tags(tags))
 
     def eval_set(self, name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]] | None:
         """The model's registered evaluation set: (rows, labels, feature names)."""

@@ -15,10 +15,15 @@ import numpy as np
 import pandas as pd
 
 from serve_app.registry.features import LABEL_COLUMN
-from serve_app.registry.mlflow_registry import CHAMPION, Registry, RegistryError
+from serve_app.registry.mlflow_registry import (
+    CHAMPION,
+    Registry,
+    RegistryError,
+    calibration_tags,
+)
 from serve_app.runtime.convert import ConversionError, convert_checked, load_booster, parity_rows
-from serve_app.runtime.evaluation import label_problem
-from serve_app.runtime.onnx import ModelArtifact, ModelLoadError, load_checked
+from serve_app.runtime.evaluation import calibrate, label_problem
+from serve_app.runtime.onnx import ModelArtifact, ModelLoadError, OnnxModel, load_checked
 
 SAMPLE_ROWS = 256
 
@@ -34,6 +39,7 @@ def register_file(
     *,
     alias: str | None = None,
     eval_set: Path | None = None,
+    threshold: float | None = None,
 ) -> int:
     if not model_file.is_file():
         raise RegistrationError(f"{model_file} does not exist")
@@ -56,6 +62,8 @@ def register_file(
             onnx_bytes = convert_checked(booster, rows)
     except (ConversionError, ModelLoadError) as error:
         raise RegistrationError(str(error)) from None
+    tags = {"origin": f"serve-app register {model_file.name}"}
+    tags.update(_calibration(registry, name, onnx_bytes, features, evaluation, threshold))
     return registry.register(
         name,
         onnx_bytes,
@@ -64,8 +72,45 @@ def register_file(
         alias=alias,
         # The gate reads every other column as a feature, in file order.
         eval_set=None if evaluation is None else evaluation[[*features, LABEL_COLUMN]],
-        tags={"origin": f"serve-app register {model_file.name}"},
+        tags=tags,
     )
+
+
+def _calibration(
+    registry: Registry,
+    name: str,
+    onnx_bytes: bytes,
+    features: tuple[str, ...],
+    evaluation: pd.DataFrame | None,
+    threshold: float | None,
+) -> dict[str, str]:
+    """The version's threshold tags: given, or matched to the champion's alert rate on the
+    evaluation set (the new one, else the registered one), with the figures at it."""
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise RegistrationError("the threshold must lie in [0, 1]")
+    labelled = None
+    if evaluation is not None:
+        labelled = evaluation[list(features)].to_numpy(np.float32), evaluation[LABEL_COLUMN]
+    elif name in registry.sweep(f"name = '{name}'"):
+        found = registry.eval_set(name)
+        if found is not None and found[2] == features:
+            labelled = found[0], found[1]
+    if labelled is None:
+        return {} if threshold is None else calibration_tags(threshold, None, None)
+    rows, labels = labelled
+    model = OnnxModel(ModelArtifact(name, 0, onnx_bytes, features))
+    champion = champion_model(registry, name, features)
+    found = calibrate(model, rows, np.asarray(labels), champion, threshold)
+    return calibration_tags(found.threshold, found.recall, found.false_positive_rate)
+
+
+def champion_model(registry: Registry, name: str, features: tuple[str, ...]) -> OnnxModel | None:
+    """The serving champion, opened, when its signature matches (else nothing to match)."""
+    info = registry.sweep(f"name = '{name}'").get(name)
+    if info is None or CHAMPION not in info.aliases:
+        return None
+    artifact = registry.fetch(name, info.aliases[CHAMPION]).artifact
+    return OnnxModel(artifact) if artifact.features == features else None
 
 
 def _read_eval_set(path: Path) -> pd.DataFrame:

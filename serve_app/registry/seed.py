@@ -19,8 +19,11 @@ import pandas as pd
 from serve_app.core.placement import POOL_TAG
 from serve_app.core.stats import roc_auc
 from serve_app.registry.features import FEATURES, LABEL_COLUMN
-from serve_app.registry.mlflow_registry import CHAMPION, Registry
+from serve_app.registry.mlflow_registry import CHAMPION, Registry, calibration_tags
+from serve_app.registry.register import champion_model
 from serve_app.runtime.convert import convert_checked
+from serve_app.runtime.evaluation import calibrate
+from serve_app.runtime.onnx import ModelArtifact, OnnxModel
 
 PRODUCTS = ("card", "transfer", "wallet", "p2p", "ecommerce", "atm", "ach", "crypto", "loan")
 REGIONS = ("eu", "us", "uk", "apac", "latam", "mena")
@@ -115,6 +118,9 @@ def seed_model(registry: Registry, name: str, alias: str | None = CHAMPION, salt
     onnx_bytes = convert_checked(booster, held_out.to_numpy()[:256])
     auc = roc_auc(eval_labels, booster.predict(held_out, num_threads=1))
     eval_set = held_out.assign(**{LABEL_COLUMN: eval_labels})
+    model = OnnxModel(ModelArtifact(name, 0, onnx_bytes, FEATURES))
+    champion = champion_model(registry, name, FEATURES)
+    found = calibrate(model, held_out.to_numpy(), eval_labels, champion)
     return registry.register(
         name,
         onnx_bytes,
@@ -123,7 +129,11 @@ def seed_model(registry: Registry, name: str, alias: str | None = CHAMPION, salt
         alias=alias,
         eval_set=eval_set,
         metrics={"eval_auc": auc, "positive_rate": float(train_labels.mean())},
-        tags={"eval_auc": f"{auc:.4f}", "origin": "serve-app demo seed"},
+        tags={
+            "eval_auc": f"{auc:.4f}",
+            "origin": "serve-app demo seed",
+            **calibration_tags(found.threshold, found.recall, found.false_positive_rate),
+        },
     )
 
 

@@ -3,21 +3,55 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from serve_app.core.quality import rates_at_threshold, threshold_for_alert_rate
 from serve_app.core.rollout import EvalResult
-from serve_app.core.stats import DECISION_THRESHOLD, recall_at_rate, roc_auc
+from serve_app.core.stats import recall_at_rate, roc_auc
+from serve_app.predictions.records import decisions
 from serve_app.registry.features import LABEL_COLUMN
 from serve_app.runtime.onnx import OnnxModel
 
 TIMED_ROWS = 300
+FIRST_THRESHOLD = 0.5  # a model's first version, with no champion to match
 MIN_ALERT_RATE = 0.005
 
 
 def alert_rate(model: OnnxModel, rows: np.ndarray) -> float:
-    """The share of transactions the model flags at the decision threshold."""
-    return max(float(np.mean(model.predict(rows) >= DECISION_THRESHOLD)), MIN_ALERT_RATE)
+    """The share of transactions the model flags at its own alert threshold."""
+    return max(float(np.mean(decisions(model.predict(rows), model.threshold))), MIN_ALERT_RATE)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A new version's alert threshold and its evaluation-set figures at it."""
+
+    threshold: float
+    recall: float | None
+    false_positive_rate: float | None
+    alert_rate: float
+
+
+def calibrate(
+    model: OnnxModel,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    champion: OnnxModel | None,
+    threshold: float | None = None,
+) -> Calibration:
+    """The threshold as given, else the one at which the version flags as many of the
+    evaluation set as the champion does at its own (the review team's capacity does not
+    change with the model), else 0.5 for a first version."""
+    scores = model.predict(rows)
+    if threshold is None and champion is not None:
+        rate = float(np.mean(decisions(champion.predict(rows), champion.threshold)))
+        threshold = threshold_for_alert_rate(scores, rate)
+    if threshold is None:
+        threshold = FIRST_THRESHOLD
+    recall, fpr, rate = rates_at_threshold(labels, scores.astype(np.float64), threshold)
+    return Calibration(threshold, recall, fpr, rate)
 
 
 def single_row_p99_ms(model: OnnxModel, rows: np.ndarray) -> float:

@@ -28,6 +28,7 @@ class ModelArtifact:
     version: int
     onnx_bytes: bytes
     features: tuple[str, ...]
+    threshold: float = 0.5  # the version's alert threshold (registry tag serve_app.threshold)
 
 
 class OnnxModel:
@@ -35,6 +36,7 @@ class OnnxModel:
         self.name = artifact.name
         self.version = artifact.version
         self.features = artifact.features
+        self.threshold = artifact.threshold
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1

@@ -47,13 +47,13 @@ class AdminEndpoints:
         route, version = self._route_and_version(found)
         features = route.features
         if version not in route.versions:
-            features = await self._state.features(route.name, version)
+            features = (await self._state.version_info(route.name, version)).features
         return json_response(v2.model_metadata(route.name, [version], features))
 
     async def v2_model_ready(self, request: Request, found: http.Match) -> Response:
         route, version = self._route_and_version(found)
         if version not in route.versions:
-            await self._state.features(route.name, version)
+            await self._state.version_info(route.name, version)
         return json_response({"name": route.name, "version": str(version), "ready": True})
 
     def _route_and_version(self, found: http.Match) -> tuple[ModelRoute, int]:

@@ -22,17 +22,20 @@ import logging
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from ray import serve
 
 from serve_app.core import rollout as machine
 from serve_app.core.placement import UnknownPool, assign_pool
+from serve_app.core.quality import Quality
 from serve_app.core.reconcile import plan
 from serve_app.core.rollout import Rollout
 from serve_app.core.routing import ModelRoute, RoutingTable
 from serve_app.core.stats import VersionWindow
 from serve_app.history import Event, EventLog
+from serve_app.labels.store import LabelStore
 from serve_app.metrics import ControllerMetrics
 from serve_app.registry.mlflow_registry import (
     CHALLENGER,
@@ -43,6 +46,7 @@ from serve_app.registry.mlflow_registry import (
 )
 from serve_app.runtime.onnx import ModelArtifact, ModelLoadError, load_checked
 from serve_app.serving.operator import OperatorActions
+from serve_app.serving.quality_watch import QualityWatch
 from serve_app.serving.replica_channel import ReplicaChannel
 from serve_app.serving.rollout_steps import RolloutSteps
 from serve_app.settings import AppSettings, RolloutPolicy
@@ -60,7 +64,7 @@ POLICY_TAG = "serve_app.rollout_policy"
     health_check_period_s=5,
     logging_config={"enable_access_log": False},  # replicas long-poll it all the time
 )
-class Controller(RolloutSteps, ReplicaChannel, OperatorActions):
+class Controller(RolloutSteps, ReplicaChannel, OperatorActions, QualityWatch):
     def __init__(self) -> None:
         self._settings = AppSettings()
         self._registry: Registry | None = None
@@ -78,6 +82,11 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions):
         self._rejected: dict[tuple[str, int], str] = {}
         self._fetch_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._history: EventLog | None = None
+        self._store: LabelStore | None = None
+        self._quality_due = self._prune_due = 0.0
+        self._live_quality: dict[str, dict[str, Quality]] = {}  # model → role → figures
+        self._rollout_quality: dict[tuple[str, int], tuple[Quality, Quality] | None] = {}
+        self._eval_figures: dict[tuple[str, int], dict[str, float]] = {}
         self._control_errors: dict[str, str] = {}  # model → what stops its rollout work
         self._replicas: dict[str, dict[str, Any]] = {}
         self._traffic: Counter[str] = Counter()
@@ -94,6 +103,11 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions):
         if self._history is None:
             history = self._settings.history
             self._history = EventLog(history.database_uri or "", history.retention_days)
+        if self._store is None:
+            labels = self._settings.labels
+            self._store = await self._io(
+                LabelStore, labels.database_uri or "", labels.retention_days
+            )
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
@@ -133,6 +147,7 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions):
             n: s for n, s in self._standby.items() if s[1] > now and n in self._champions
         }
         self._publish()
+        await self._watch_quality()
         self._export_gauges()
         self._metrics.registry_polls.inc(tags={"result": "ok"})
         self._metrics.last_successful_poll.set(now)
@@ -206,7 +221,13 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions):
             self._end_rollout(name, "promoted", f"v{artifact.version} is champion")
 
     def _forget(self, name: str) -> None:
-        for state in (self._champions, self._rollouts, self._windows, self._standby):
+        for state in (
+            self._champions,
+            self._rollouts,
+            self._windows,
+            self._standby,
+            self._live_quality,
+        ):
             state.pop(name, None)
         self._control_errors.pop(name, None)
         self._metrics.forget_model(name)
@@ -232,6 +253,7 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions):
             self._record(name, "load_retry", f"{type(error).__name__}: {error}", version)
             return None
         self._artifacts[key] = fetched.artifact
+        self._eval_figures[key] = fetched.eval_figures
         return fetched.artifact
 
     # -- publishing --------------------------------------------------------------------------
@@ -252,20 +274,31 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions):
 
     def _route(self, name: str, champion: ModelArtifact) -> ModelRoute:
         rollout = self._rollouts.get(name)
-        standby = self._standby.get(name, (None, 0))[0]
-        pool = self._pools.get(name)
-        if rollout is None:
-            return ModelRoute(name, champion.version, champion.features, standby=standby, pool=pool)
-        return ModelRoute(
+        route = ModelRoute(
             name,
             champion.version,
             champion.features,
-            challenger=rollout.candidate,
-            challenger_weight=rollout.weight,
-            shadow=rollout.phase == machine.SHADOW,
-            standby=standby,
-            pool=pool,
+            standby=self._standby.get(name, (None, 0))[0],
+            pool=self._pools.get(name),
         )
+        if rollout is not None:
+            route = replace(
+                route,
+                challenger=rollout.candidate,
+                challenger_weight=rollout.weight,
+                shadow=rollout.phase == machine.SHADOW,
+            )
+        return replace(route, thresholds=self._thresholds(route, champion))
+
+    def _thresholds(self, route: ModelRoute, champion: ModelArtifact) -> tuple:
+        """Each routed version's alert threshold: it moves with the version."""
+        found = []
+        for version in route.versions:
+            artifact = champion if version == champion.version else None
+            artifact = artifact or self._artifacts.get((route.name, version))
+            if artifact is not None:
+                found.append((version, artifact.threshold))
+        return tuple(found)
 
     def _export_gauges(self) -> None:
         """Set every routed model's gauges, on every poll: Ray evicts a gauge that is not
@@ -274,6 +307,7 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions):
         for name, route in self._table.routes.items():
             phase = self._rollouts[name].phase if name in self._rollouts else "idle"
             self._metrics.export_route(name, route, phase)
+            self._export_quality(name)
         self._metrics.models_routed.set(len(self._table.routes))
 
     def _record(self, model: str, kind: str, detail: str, version: int | None = None) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -21,9 +22,18 @@ from starlette.responses import Response
 
 from serve_app.core.cache import PredictionCache, feature_digest
 from serve_app.core.routing import ModelRoute, RoutingTable
+from serve_app.labels.feedback import valid_request_id
+from serve_app.predictions.records import LoggedBatch, decisions
+from serve_app.predictions.writer import PredictionLog
 from serve_app.protocol import mlflow_scoring, v2
 from serve_app.protocol.batch import Decoded
-from serve_app.protocol.errors import NotFound, NotReady, PayloadTooLarge, ServeAppError
+from serve_app.protocol.errors import (
+    BadRequest,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    ServeAppError,
+)
 from serve_app.runtime.onnx import RUNTIME
 from serve_app.serving import auth, http
 from serve_app.serving.fastlane import FastLane
@@ -44,12 +54,21 @@ class RouterState(Protocol):
     settings: AppSettings
     cache: PredictionCache
 
-    async def features(self, name: str, version: int) -> tuple[str, ...]: ...
+    async def version_info(self, name: str, version: int) -> VersionInfo: ...
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What the router needs of a version outside the table (a pinned request)."""
+
+    features: tuple[str, ...]
+    threshold: float
 
 
 @dataclass(frozen=True)
 class Scored:
     scores: np.ndarray
+    threshold: float  # the scoring version's alert threshold
     lane: str  # "fast" or the pool's name
     runtime: str  # the library and version that scored, e.g. "onnxruntime 1.32.0"
     cached: str | None = None  # "hit" | "miss" for models with a prediction cache
@@ -57,14 +76,21 @@ class Scored:
 
 class Dataplane:
     def __init__(
-        self, state: RouterState, fast: FastLane, pools: PoolLane, observer: Observer
+        self,
+        state: RouterState,
+        fast: FastLane,
+        pools: PoolLane,
+        observer: Observer,
+        log: PredictionLog | None,
     ) -> None:
         self._state = state
         self._fast = fast
         self._pools = pools
         self._observe = observer
+        self._log = log
         self._shadow_tasks: set[asyncio.Task] = set()
         self._pool_runtimes: dict[str, str] = {}  # what each pool last said it runs
+        self._pinned: dict[tuple[str, int], VersionInfo] = {}  # versions outside the table
         self._scoring_token = auth.load_token(auth.SCORING_TOKEN_ENV)
 
     async def score(self, request: Request, found: http.Match, protocol: str) -> Response:
@@ -74,8 +100,11 @@ class Dataplane:
         version: int | None = None
         scored: Scored | None = None
         decoded: Decoded | None = None
+        request_id: str | None = None
+        key: str | None = None
         loaded_here = False  # this request had to open the model first
         try:
+            request_id = header_request_id(request)
             auth.require_scoring(request.headers.get("authorization"), self._scoring_token)
             route = self.require_route(name)
             body = await read_body(request, self._state.settings.limits.max_body_bytes)
@@ -83,17 +112,20 @@ class Dataplane:
             loaded_here = route.pool is None and not self._fast.is_open(name)
             features = route.features
             if pinned is not None and pinned not in route.versions:
-                features = await self._pinned_features(route, pinned)
+                features = (await self._pinned_info(route, pinned)).features
             decoded = self._decode(protocol, body, request, features)
-            version = pinned if pinned is not None else route.choose(self._key(request, decoded))
+            request_id = body_request_id(decoded) or request_id or new_request_id()
+            key = self._key(request, decoded)
+            version = pinned if pinned is not None else route.choose(key)
             self._observe.metrics.model_cache.inc(
                 tags={"model": name, "result": "miss" if loaded_here else "hit"}
             )
             scored = await self._cached(route, version, decoded.batch, pinned is not None)
+            flagged = decisions(scored.scores, scored.threshold)
             if protocol == "v2":
-                payload = v2.encode_response(name, version, scored.scores, decoded.request_id)
+                payload = v2.encode_response(name, version, scored.scores, flagged, request_id)
             else:
-                payload = mlflow_scoring.encode_response(scored.scores)
+                payload = mlflow_scoring.encode_response(scored.scores, flagged)
             status = 200
         except ServeAppError as error:
             status, payload = error.status, error_body(error.message)
@@ -103,19 +135,50 @@ class Dataplane:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         scores = scored.scores if scored else None
         self._observe.request(route, version, status, elapsed_ms, scores, loaded_here)
-        if scored is not None and route.shadow and found.version is None:
-            self._shadow_copy(route, decoded.batch, scored.scores)
-        headers = None
+        headers = {"x-request-id": request_id} if request_id else {}
         if scored is not None:
-            headers = {
-                "x-model-name": name,
-                "x-model-version": str(version),
-                "x-serve-app-lane": scored.lane,
-                "x-model-runtime": scored.runtime,
-            }
+            self._logged(route, version, request_id, key, decoded, scored, elapsed_ms)
+            if route.shadow and found.version is None:
+                self._shadow_copy(route, decoded, scored.scores, request_id, key)
+            headers.update(
+                {
+                    "x-model-name": name,
+                    "x-model-version": str(version),
+                    "x-serve-app-lane": scored.lane,
+                    "x-model-runtime": scored.runtime,
+                }
+            )
             if scored.cached is not None:
                 headers["x-prediction-cache"] = scored.cached
-        return Response(payload, status_code=status, media_type=JSON, headers=headers)
+        return Response(payload, status_code=status, media_type=JSON, headers=headers or None)
+
+    def _logged(self, route, version, request_id, key, decoded, scored, elapsed_ms) -> None:
+        """Hand the scored request to the prediction log (sampled; never blocks)."""
+        if self._log is None or not self._log.sampled(route.name):
+            return
+        if version == route.champion:
+            role = "champion"
+        elif version == route.challenger and not route.shadow:
+            role = "challenger"
+        else:
+            role = "pinned"
+        self._log.offer(
+            LoggedBatch(
+                request_id,
+                time.time(),
+                route.name,
+                version,
+                role,
+                scored.lane,
+                key,
+                route.features if role != "pinned" else self._pinned_features(route, version),
+                decoded.batch,
+                scored.scores,
+                scored.threshold,
+                elapsed_ms,
+                scored.cached,
+            )
+        )
 
     def require_route(self, name: str) -> ModelRoute:
         table = self._state.table
@@ -126,12 +189,25 @@ class Dataplane:
             raise NotFound(f"model '{name}' is not served")
         return route
 
-    async def _pinned_features(self, route: ModelRoute, version: int) -> tuple[str, ...]:
-        """The signature of a version outside the table. A fast-lane model opens the version
-        here (scoring then finds it open); a pool model asks the router's signature cache."""
+    async def _pinned_info(self, route: ModelRoute, version: int) -> VersionInfo:
+        """Signature and threshold of a version outside the table. A fast-lane model opens
+        the version here (scoring then finds it open); a pool model asks the router's cache."""
         if route.pool is None:
-            return (await self._fast.model(route, version, pinned=True)).features
-        return await self._state.features(route.name, version)
+            model = await self._fast.model(route, version, pinned=True)
+            info = VersionInfo(model.features, model.threshold)
+        else:
+            info = await self._state.version_info(route.name, version)
+        self._pinned[(route.name, version)] = info
+        return info
+
+    def _pinned_features(self, route: ModelRoute, version: int) -> tuple[str, ...]:
+        info = self._pinned.get((route.name, version))
+        return info.features if info is not None else route.features
+
+    async def _threshold(self, route: ModelRoute, version: int) -> float:
+        if version in route.versions:
+            return route.threshold(version)
+        return (await self._pinned_info(route, version)).threshold
 
     async def _cached(self, route: ModelRoute, version: int, batch: np.ndarray, pinned: bool):
         """Scores, through the prediction cache when the model has one (then hit or miss)."""
@@ -144,10 +220,11 @@ class Dataplane:
         self._observe.metrics.prediction_cache.inc(tags={"model": route.name, "result": result})
         if scores is not None:
             lane = route.pool or FAST_LANE
-            return Scored(scores, lane, self._pool_runtimes.get(lane, RUNTIME), "hit")
+            runtime = self._pool_runtimes.get(lane, RUNTIME)
+            return Scored(scores, await self._threshold(route, version), lane, runtime, "hit")
         scored = await self._scored(route, version, batch, pinned)
         cache.put(route.name, version, digest, scored.scores)
-        return Scored(scored.scores, scored.lane, scored.runtime, "miss")
+        return replace(scored, cached="miss")
 
     async def _scored(
         self, route: ModelRoute, version: int, batch: np.ndarray, pinned: bool
@@ -155,9 +232,10 @@ class Dataplane:
         if route.pool is not None:
             answer = await self._pools.score(route.pool, route.name, version, batch)
             self._pool_runtimes[route.pool] = answer.runtime
-            return Scored(answer.scores, route.pool, answer.runtime)
+            return Scored(answer.scores, answer.threshold, route.pool, answer.runtime)
         model = await self._fast.model(route, version, pinned)
-        return Scored(await self._fast.predict(model, batch), FAST_LANE, RUNTIME)
+        scores = await self._fast.predict(model, batch)
+        return Scored(scores, model.threshold, FAST_LANE, RUNTIME)
 
     def _decode(self, protocol: str, body: bytes, request: Request, features) -> Decoded:
         limit = self._state.settings.limits.max_rows
@@ -173,25 +251,51 @@ class Dataplane:
             key = None if value is None else str(value)
         return key
 
-    def _shadow_copy(self, route: ModelRoute, batch: np.ndarray, champion: np.ndarray) -> None:
+    def _shadow_copy(
+        self, route: ModelRoute, decoded: Decoded, champion: np.ndarray, request_id: str, key
+    ) -> None:
         """Score a sampled copy on the challenger after the answer is on its way."""
         if random.random() * 100.0 >= route.challenger_weight:
             return
-        task = asyncio.get_running_loop().create_task(self._shadow(route, batch, champion))
+        shadow = self._shadow(route, decoded.batch, champion, request_id, key)
+        task = asyncio.get_running_loop().create_task(shadow)
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
-    async def _shadow(self, route: ModelRoute, batch: np.ndarray, champion: np.ndarray) -> None:
+    async def _shadow(
+        self, route: ModelRoute, batch: np.ndarray, champion: np.ndarray, request_id: str, key
+    ) -> None:
         started = time.perf_counter()
         window = self._observe.window(route.name, route.challenger)
         try:
-            scores = (await self._scored(route, route.challenger, batch, False)).scores
+            scored = await self._scored(route, route.challenger, batch, False)
         except Exception as error:  # a failing shadow never touches the answer
             logger.warning("shadow scoring %s v%s failed: %s", route.name, route.challenger, error)
             window.record((time.perf_counter() - started) * 1000.0, error=True)
             return
-        window.record((time.perf_counter() - started) * 1000.0, scores)
-        window.compare(champion, scores)
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        window.record(elapsed_ms, scored.scores)
+        window.compare(
+            decisions(champion, route.threshold(route.champion)),
+            decisions(scored.scores, scored.threshold),
+        )
+        if self._log is not None and self._log.sampled(route.name):
+            self._log.offer(
+                LoggedBatch(
+                    request_id,
+                    time.time(),
+                    route.name,
+                    route.challenger,
+                    "shadow",
+                    scored.lane,
+                    key,
+                    route.features,
+                    batch,
+                    scored.scores,
+                    scored.threshold,
+                    elapsed_ms,
+                )
+            )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -202,6 +306,24 @@ async def read_body(request: Request, limit: int) -> bytes:
     if len(body) > limit:
         raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
     return body
+
+
+def header_request_id(request: Request) -> str | None:
+    value = request.headers.get("x-request-id")
+    if value is not None and not valid_request_id(value):
+        raise BadRequest("X-Request-Id must be 1-128 visible ASCII characters")
+    return value
+
+
+def body_request_id(decoded: Decoded) -> str | None:
+    """The V2 `id` (it wins over the header: it is what the client's answer echoes)."""
+    if decoded.request_id is not None and not valid_request_id(decoded.request_id):
+        raise BadRequest("the request 'id' must be 1-128 visible ASCII characters")
+    return decoded.request_id
+
+
+def new_request_id() -> str:
+    return os.urandom(16).hex()
 
 
 def error_body(message: str) -> bytes:

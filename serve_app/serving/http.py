@@ -19,6 +19,7 @@ ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
     for method, handler, pattern in (
         ("POST", "v2_infer", rf"/v2/models/{_NAME}{_VERSION}/infer"),
         ("POST", "mlflow_invocations", rf"/models/{_NAME}{_VERSION}/invocations"),
+        ("POST", "v2_feedback", rf"/v2/models/{_NAME}/feedback"),
         ("GET", "v2_model_ready", rf"/v2/models/{_NAME}{_VERSION}/ready"),
         ("GET", "v2_model_metadata", rf"/v2/models/{_NAME}{_VERSION}"),
         ("GET", "live", r"/v2/health/live"),
@@ -26,6 +27,7 @@ ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("GET", "v2_server_metadata", r"/v2"),
         ("GET", "admin_models", r"/admin/models"),
         ("GET", "admin_history", rf"/admin/models/{_NAME}/history"),
+        ("GET", "admin_quality", rf"/admin/models/{_NAME}/quality"),
         ("POST", "admin_canary", rf"/admin/models/{_NAME}/canary"),
         ("POST", "admin_promote", rf"/admin/models/{_NAME}/promote"),
         ("POST", "admin_rollback", rf"/admin/models/{_NAME}/rollback"),

@@ -53,6 +53,7 @@ class PoolAnswer:
     """
 
     scores: np.ndarray | None = None
+    threshold: float = 0.5  # the scoring version's alert threshold
     runtime: str = ""
     status: int = 200
     error: str = ""
@@ -85,7 +86,7 @@ class ModelPool:
     async def score(self, batch: np.ndarray) -> PoolAnswer:
         try:
             model = await self._open_version(serve.get_multiplexed_model_id())
-            return PoolAnswer(scores=model.predict(batch), runtime=model.runtime)
+            return PoolAnswer(model.predict(batch), model.threshold, model.runtime)
         except ServeAppError as error:
             return PoolAnswer(status=error.status, error=error.message)
         except Exception as error:  # a broken environment must not kill the replica

@@ -98,7 +98,8 @@ class RolloutSteps:
         windows = self._windows.get(name, {})
         champion = windows.get(rollout.champion, VersionWindow())
         challenger = windows.get(rollout.candidate, VersionWindow())
-        decision = machine.evaluate(rollout, policy, time.time(), champion, challenger)
+        quality = self._rollout_quality.get((name, rollout.candidate))
+        decision = machine.evaluate(rollout, policy, time.time(), champion, challenger, quality)
         if isinstance(decision, machine.Advance):
             advanced = rollout.at_step(decision.step, policy, time.time())
             await self._save_rollout(advanced)

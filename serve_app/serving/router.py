@@ -23,13 +23,16 @@ from starlette.responses import Response
 from serve_app.core.autoscaling import BUSY, BusyClock
 from serve_app.core.cache import PredictionCache
 from serve_app.core.routing import RoutingTable
+from serve_app.labels.store import LabelStore
 from serve_app.metrics import ScoringMetrics
+from serve_app.predictions.writer import PredictionLog, open_prediction_log
 from serve_app.protocol.errors import Conflict, NotFound, ServeAppError
 from serve_app.runtime.onnx import ModelArtifact
 from serve_app.serving import http
 from serve_app.serving.admin import AdminEndpoints
-from serve_app.serving.dataplane import JSON, Dataplane, error_body
+from serve_app.serving.dataplane import JSON, Dataplane, VersionInfo, error_body
 from serve_app.serving.fastlane import FastLane
+from serve_app.serving.label_api import LABEL_HANDLERS, LabelEndpoints
 from serve_app.serving.observe import Observer
 from serve_app.serving.pools import PoolLane
 from serve_app.settings import AppSettings
@@ -57,12 +60,15 @@ class Router:
         self._metrics = ScoringMetrics()
         self._observer = Observer(self._metrics)
         self._pools = PoolLane(pools or {})
-        self._features: OrderedDict[tuple[str, int], tuple[str, ...]] = OrderedDict()
+        self._versions: OrderedDict[tuple[str, int], VersionInfo] = OrderedDict()
         self._replica_id = serve.get_replica_context().replica_id.unique_id
         self._node_id = ray.get_runtime_context().get_node_id()
         self._first_table = asyncio.Event()
         self._busy = BusyClock(time.monotonic(), time.process_time())
         self._fast: FastLane | None = None
+        self._store: LabelStore | None = None
+        self._log: PredictionLog | None = None
+        self._labels: LabelEndpoints | None = None
         self._background: list[asyncio.Task] = []
         self._dataplane: Dataplane | None = None
         self._admin = AdminEndpoints(self, controller)
@@ -75,7 +81,15 @@ class Router:
             return
         capacity = self.settings.router.max_models_per_replica
         self._fast = FastLane(self._fetch, capacity, self._metrics)
-        self._dataplane = Dataplane(self, self._fast, self._pools, self._observer)
+        labels = self.settings.labels
+        self._store = await asyncio.to_thread(
+            LabelStore, labels.database_uri or "", labels.retention_days
+        )
+        self._log = await asyncio.to_thread(
+            open_prediction_log, self.settings, self._replica_id, self._store
+        )
+        self._labels = LabelEndpoints(self, self._store)
+        self._dataplane = Dataplane(self, self._fast, self._pools, self._observer, self._log)
         loop = asyncio.get_running_loop()
         self._background = [
             loop.create_task(self._sync_forever()),
@@ -94,7 +108,8 @@ class Router:
             protocol = SCORING.get(found.handler)
             if protocol is not None:
                 return await self._dataplane.score(request, found, protocol)
-            return await getattr(self._admin, found.handler)(request, found)
+            endpoints = self._labels if found.handler in LABEL_HANDLERS else self._admin
+            return await getattr(endpoints, found.handler)(request, found)
         except ServeAppError as error:
             return Response(error_body(error.message), error.status, media_type=JSON)
         except Exception:
@@ -105,14 +120,15 @@ class Router:
         """Serve calls this for the router's autoscaling policy (core/autoscaling.py)."""
         return {BUSY: self._busy.share(time.monotonic(), time.process_time())}
 
-    async def features(self, name: str, version: int) -> tuple[str, ...]:
-        """The signature of a version outside the table, for a request that pins it."""
+    async def version_info(self, name: str, version: int) -> VersionInfo:
+        """Signature and threshold of a version outside the table, for a request pinning it."""
         key = (name, version)
-        if key not in self._features:
-            self._features[key] = (await self._fetch(name, version)).features
-            while len(self._features) > FEATURES_CACHE:
-                self._features.popitem(last=False)
-        return self._features[key]
+        if key not in self._versions:
+            artifact = await self._fetch(name, version)
+            self._versions[key] = VersionInfo(artifact.features, artifact.threshold)
+            while len(self._versions) > FEATURES_CACHE:
+                self._versions.popitem(last=False)
+        return self._versions[key]
 
     async def _fetch(self, name: str, version: int) -> ModelArtifact:
         found = await self._controller.artifact.remote(name, version)
@@ -126,6 +142,19 @@ class Router:
         while True:
             await asyncio.sleep(METRICS_FLUSH_S)
             self._metrics.flush()
+            if self._log is not None:
+                written, dropped = self._log.tally.take()
+                for (model, sink), rows in written.items():
+                    self._metrics.prediction_log_rows.inc(rows, {"model": model, "sink": sink})
+                for (model, reason), rows in dropped.items():
+                    tags = {"model": model, "reason": reason}
+                    self._metrics.prediction_log_dropped.inc(rows, tags)
+
+    def __del__(self) -> None:
+        """Serve's graceful shutdown: write what the prediction log still holds."""
+        log = getattr(self, "_log", None)
+        if log is not None:
+            log.close()
 
     async def _sync_forever(self) -> None:
         while True:

@@ -209,9 +209,14 @@ def test_v2_row_limit():
 
 
 def test_v2_response_and_metadata():
-    answer = orjson.loads(v2.encode_response("m", 3, np.array([0.25], np.float32), "id-9"))
+    scores = np.array([0.25, 0.75], np.float32)
+    answer = orjson.loads(v2.encode_response("m", 3, scores, scores >= 0.5, "id-9"))
     assert answer["model_version"] == "3" and answer["id"] == "id-9"
-    assert answer["outputs"][0]["data"] == [0.25] and answer["outputs"][0]["shape"] == [1]
+    probability, decision = answer["outputs"]
+    assert probability["data"] == [0.25, 0.75] and probability["shape"] == [2]
+    assert decision == {"name": "decision", "datatype": "BOOL", "shape": [2], "data": [False, True]}
+    mlflow_answer = orjson.loads(mlflow_scoring.encode_response(scores, scores >= 0.5))
+    assert mlflow_answer == {"predictions": [0.25, 0.75], "decisions": [False, True]}
     meta = v2.model_metadata("m", [3], FEATURES)
     assert meta["inputs"][0]["shape"] == [-1, 3]
     assert meta["parameters"]["feature_names"] == list(FEATURES)

@@ -10,9 +10,12 @@ import pandas as pd
 import pytest
 
 from serve_app.registry.features import FEATURES, LABEL_COLUMN
+from serve_app.registry.mlflow_registry import EVAL_FPR_TAG, EVAL_RECALL_TAG, THRESHOLD_TAG
 from serve_app.registry.register import RegistrationError, register_file
 from serve_app.registry.seed import synthetic_transactions, train_booster
 from serve_app.runtime import convert
+from serve_app.runtime.evaluation import calibrate
+from serve_app.runtime.onnx import ModelArtifact, OnnxModel
 
 SECRET = "4111-1111-SECRET"  # a value that must never reach a message
 
@@ -26,8 +29,12 @@ class MemoryRegistry:
     def sweep(self, filter_string: str = "") -> dict:
         return {}
 
-    def register(self, name, onnx_bytes, features, example, *, alias=None, eval_set=None, **_):
-        self.versions.append({"features": features, "example": example, "eval_set": eval_set})
+    def register(
+        self, name, onnx_bytes, features, example, *, alias=None, eval_set=None, tags=None, **_
+    ):
+        self.versions.append(
+            {"features": features, "example": example, "eval_set": eval_set, "tags": tags or {}}
+        )
         return len(self.versions)
 
 
@@ -168,3 +175,44 @@ def test_without_eval_set_the_input_example_lies_in_the_feature_ranges(booster, 
 def test_register_refuses_a_missing_eval_set_file(model_file, tmp_path):
     with pytest.raises(RegistrationError, match="does not exist"):
         register_file(MemoryRegistry(), model_file, "fraud-x", eval_set=tmp_path / "none.csv")
+
+
+def test_a_first_version_is_tagged_with_its_threshold_and_figures_at_it(
+    model_file, labelled, tmp_path
+):
+    registry = MemoryRegistry()
+    register_file(registry, model_file, "fraud-x", eval_set=_csv(tmp_path, labelled))
+    tags = registry.versions[0]["tags"]
+    assert float(tags[THRESHOLD_TAG]) == 0.5  # no champion to match: the default
+    assert 0.0 < float(tags[EVAL_RECALL_TAG]) <= 1.0
+    assert 0.0 <= float(tags[EVAL_FPR_TAG]) < 0.5
+
+
+def test_a_given_threshold_is_kept_and_checked(model_file, labelled, tmp_path):
+    registry = MemoryRegistry()
+    register_file(registry, model_file, "fraud-x", eval_set=_csv(tmp_path, labelled), threshold=0.2)
+    assert float(registry.versions[0]["tags"][THRESHOLD_TAG]) == 0.2
+    register_file(registry, model_file, "fraud-x", threshold=0.3)  # no eval set: just the tag
+    assert registry.versions[1]["tags"][THRESHOLD_TAG] == "0.3"
+    with pytest.raises(RegistrationError, match=r"threshold must lie in \[0, 1\]"):
+        register_file(registry, model_file, "fraud-x", threshold=1.5)
+
+
+def test_a_new_version_matches_the_champions_alert_rate(booster, labelled):
+    """The threshold moves with the version: a recalibrated model flags as many
+    transactions as the champion did, not as many as 0.5 happens to give."""
+    rows = labelled[list(FEATURES)].to_numpy(np.float32)
+    champion = OnnxModel(ModelArtifact("m", 1, convert.booster_to_onnx(booster), FEATURES, 0.3))
+    squashed = _Scaled(champion, 0.5)  # the same ranking, scores halved
+    found = calibrate(squashed, rows, labelled[LABEL_COLUMN].to_numpy(), champion)
+    champion_rate = np.mean(champion.predict(rows).astype(np.float64) >= 0.3)
+    assert found.alert_rate == pytest.approx(champion_rate, abs=2 / len(rows))
+    assert found.threshold == pytest.approx(0.15, abs=0.02)
+
+
+class _Scaled:
+    def __init__(self, model, factor: float) -> None:
+        self._model, self._factor = model, factor
+
+    def predict(self, rows):
+        return (self._model.predict(rows) * self._factor).astype(np.float32)

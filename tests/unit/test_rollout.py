@@ -127,7 +127,7 @@ def test_window_statistics():
     assert psi(same, same) == 0.0
     assert psi(same, window(100, score=0.8).scores) > 1.0
     shadow = VersionWindow()
-    shadow.compare(np.array([0.1, 0.9, 0.6]), np.array([0.2, 0.8, 0.4]))
+    shadow.compare(np.array([0.1, 0.9, 0.6]) >= 0.5, np.array([0.2, 0.8, 0.4]) >= 0.5)
     assert shadow.agreement == pytest.approx(2 / 3)
 
 

@@ -1,0 +1,89 @@
+"""Labels in, quality out: `POST /v2/models/{name}/feedback` and
+`GET /admin/models/{name}/quality`.
+
+Both are thin: validation is `labels.feedback`'s, the join is the store's and the
+figures are `core.quality`'s. Store calls block, so they run off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serve_app.labels.feedback import OUTCOMES, Label, Outcome, read_batch, read_item
+from serve_app.labels.report import model_quality
+from serve_app.labels.store import LabelStore
+from serve_app.predictions.records import SECONDS_PER_DAY
+from serve_app.protocol import v2
+from serve_app.protocol.errors import NotFound
+from serve_app.serving import auth, http
+from serve_app.serving.admin import json_response
+from serve_app.serving.dataplane import RouterState, read_body
+
+LABEL_HANDLERS = frozenset({"v2_feedback", "admin_quality"})
+
+
+class LabelEndpoints:
+    def __init__(self, state: RouterState, store: LabelStore) -> None:
+        self._state = state
+        self._store = store
+        self._scoring_token = auth.load_token(auth.SCORING_TOKEN_ENV)
+
+    async def v2_feedback(self, request: Request, found: http.Match) -> Response:
+        """Labels for this model's logged predictions; an answer per row, in order."""
+        auth.require_scoring(request.headers.get("authorization"), self._scoring_token)
+        name = found.name or ""
+        if self._state.table.get(name) is None:
+            raise NotFound(f"model '{name}' is not served")
+        settings = self._state.settings
+        payload = v2.parse_json(await read_body(request, settings.limits.max_body_bytes))
+        items = read_batch(payload, settings.labels.max_batch)
+        results = record(self._store, name, items, time.time())
+        outcomes = await asyncio.to_thread(results)
+        counts = Counter(outcome.status for outcome in outcomes)
+        return json_response(
+            {
+                "model": name,
+                "received": len(outcomes),
+                "counts": {status: counts[status] for status in OUTCOMES if counts[status]},
+                "results": [outcome.to_dict() for outcome in outcomes],
+            }
+        )
+
+    async def admin_quality(self, request: Request, found: http.Match) -> Response:
+        """Live quality per version and prediction-date cohort (default: the gauges' window)."""
+        name = found.name or ""
+        now = time.time()
+        since = http.parse_since(request.query_params.get("since"), now)
+        if since is None:
+            since = now - self._state.settings.quality.window_days * SECONDS_PER_DAY
+        route = self._state.table.get(name)
+        roles = {}
+        if route is not None:
+            roles[route.champion] = "champion"
+            if route.challenger is not None:
+                roles[route.challenger] = "shadow" if route.shadow else "challenger"
+        versions = await asyncio.to_thread(model_quality, self._store, name, since, roles)
+        if route is None and not versions:
+            raise NotFound(f"model '{name}' is not served and has no logged predictions")
+        return json_response(
+            {"model": name, "since": since, "versions": [v.to_dict() for v in versions]}
+        )
+
+
+def record(store: LabelStore, model: str, items: list, now: float):
+    """A blocking call that validates and stores a batch of label rows (for to_thread)."""
+
+    def run() -> list[Outcome]:
+        parsed = [read_item(index, item, now) for index, item in enumerate(items)]
+        valid = [(i, p) for i, p in enumerate(parsed) if isinstance(p, Label)]
+        statuses = store.record_labels(model, [label for _, label in valid]) if valid else []
+        for (index, label), status in zip(valid, statuses, strict=True):
+            parsed[index] = Outcome(index, status, label.request_id)
+        return parsed  # type: ignore[return-value]
+
+    return run

@@ -1,0 +1,88 @@
+"""The control actor's quality watch: live quality gauges, and the figures the quality
+guard judges a rollout on.
+
+A part of `Controller` (serving/controller.py), kept in a room of its own. Labels come
+days late and the join is a database query, so it runs every `quality.interval_s`, not on
+every registry poll; the guard uses the latest figures.
+"""
+
+from __future__ import annotations
+
+import time
+
+from serve_app.core.quality import Quality
+from serve_app.labels.report import model_quality, rollout_quality
+from serve_app.predictions.records import SECONDS_PER_DAY
+
+PRUNE_EVERY_S = 3_600.0
+GAUGE_ROLES = ("champion", "challenger")
+
+
+class QualityWatch:
+    async def _watch_quality(self) -> None:
+        now = time.time()
+        if self._store is None or now < self._quality_due:
+            return
+        self._quality_due = now + self._settings.quality.interval_s
+        window = now - self._settings.quality.window_days * SECONDS_PER_DAY
+        rollouts = {
+            name: (r.champion, r.candidate, r.started_at or r.step_started_at)
+            for name, r in self._rollouts.items()
+        }
+        roles = {name: _roles(route) for name, route in self._table.routes.items()}
+        self._live_quality, self._rollout_quality = await self._io(
+            self._measure, window, roles, rollouts
+        )
+        if now >= self._prune_due:
+            self._prune_due = now + PRUNE_EVERY_S
+            await self._io(self._store.prune)
+
+    def _measure(self, window: float, roles: dict, rollouts: dict):
+        """(live quality by model and role, rollout comparisons): blocking, off the loop."""
+        live: dict[str, dict[str, Quality]] = {}
+        for name, versions in roles.items():
+            found = model_quality(self._store, name, window, versions)
+            live[name] = {v.role: v.total for v in found if v.role in GAUGE_ROLES}
+        compared = {
+            (name, candidate): rollout_quality(self._store, name, champion, candidate, since)
+            for name, (champion, candidate, since) in rollouts.items()
+        }
+        return live, compared
+
+    def _export_quality(self, name: str) -> None:
+        """Set each figure that has labels behind it, on every poll; the others stay absent
+        (Ray drops a gauge that is not refreshed), so no alert fires on a figure of no
+        labels."""
+        by_role = self._live_quality.get(name, {})
+        route = self._table.get(name)
+        versions = {"champion": route.champion, "challenger": route.challenger} if route else {}
+        m = self._metrics
+        for role in GAUGE_ROLES:
+            tags = {"model": name, "role": role}
+            quality = by_role.get(role)
+            figures = self._eval_figures.get((name, versions.get(role)), {})
+            if "recall" in figures:
+                m.quality_eval_recall.set(figures["recall"], tags=tags)
+            if "false_positive_rate" in figures:
+                m.quality_eval_false_positive_rate.set(figures["false_positive_rate"], tags=tags)
+            if quality is None:
+                continue
+            m.quality_labelled_rows.set(quality.labelled, tags=tags)
+            m.quality_labelled_frauds.set(quality.frauds, tags=tags)
+            for gauge, value in (
+                (m.quality_label_maturity, quality.maturity),
+                (m.quality_alert_rate, quality.alert_rate),
+                (m.quality_recall, quality.recall),
+                (m.quality_precision, quality.precision),
+                (m.quality_false_positive_rate, quality.false_positive_rate),
+                (m.quality_pr_auc, quality.pr_auc),
+            ):
+                if value is not None:
+                    gauge.set(value, tags=tags)
+
+
+def _roles(route) -> dict[int, str]:
+    roles = {route.champion: "champion"}
+    if route.challenger is not None:
+        roles[route.challenger] = "challenger"
+    return roles
