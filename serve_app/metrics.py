@@ -27,6 +27,17 @@ def outcome(status: int) -> str:
     return "client_error" if status < 500 else "server_error"
 
 
+def labels_received() -> metrics.Counter:
+    """Labels sent back, by model and outcome (accepted, duplicate, conflict, unknown_id,
+    unknown_row, row_required, invalid): the feedback endpoint's (router) and the Kafka
+    label topic's (control actor)."""
+    return metrics.Counter(
+        "serve_app_labels_received",
+        description="Labels received by model and outcome (endpoint and Kafka topic).",
+        tag_keys=("model", "status"),
+    )
+
+
 class BufferedCounter:
     """Counts in process; `flush` adds them to the Ray counter, one call per label set.
 
@@ -110,6 +121,7 @@ class ScoringMetrics:
             "label store (store).",
             tag_keys=("model", "sink"),
         )
+        self.labels_received = BufferedCounter(labels_received())
         self.prediction_log_dropped = metrics.Counter(
             "serve_app_prediction_log_dropped",
             description="Rows the prediction log lost, by reason (queue_full, kafka_buffer_full, "
@@ -118,7 +130,13 @@ class ScoringMetrics:
         )
 
     def flush(self) -> None:
-        for counter in (self.requests, self.rows, self.model_cache, self.prediction_cache):
+        for counter in (
+            self.requests,
+            self.rows,
+            self.model_cache,
+            self.prediction_cache,
+            self.labels_received,
+        ):
             counter.flush()
 
 
@@ -174,6 +192,7 @@ class ControllerMetrics:
         self.models_routed = metrics.Gauge(
             "serve_app_models_routed", description="Models in the routing table."
         )
+        self.labels_received = labels_received()
         # Live quality: labelled predictions of the last `quality.window_days`, per model and
         # role (champion, challenger). A figure is absent until its labels are enough.
         self.quality_recall = metrics.Gauge(

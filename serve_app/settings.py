@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 DEFAULT_HOME = "./.serve-app"
 HOME_ENV = "SERVE_APP_HOME"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+LABELS_DATABASE_ENV = "SERVE_APP_LABELS_DATABASE_URI"  # a Secret on Kubernetes: it holds a password
 APP_NAME = "serve-app"
 
 
@@ -253,10 +254,20 @@ class LabelSettings(_Strict):
     """The label store: the join of logged predictions and late labels."""
 
     database_uri: str | None = Field(
-        None, description="SQLAlchemy URL; default: sqlite file labels.db in the home folder."
+        None,
+        description=f"SQLAlchemy URL; default: ${LABELS_DATABASE_ENV}, else sqlite file "
+        "labels.db in the home folder.",
     )
     retention_days: float = Field(180.0, gt=0, description="Predictions stay joinable this long.")
     max_batch: int = Field(10_000, ge=1, description="Labels per feedback request.")
+    kafka_topic: str | None = Field(
+        None,
+        description="A Kafka topic of labels ({model, request_id, label, label_time?, row?} "
+        "JSON per message) the control actor consumes, on prediction_log.kafka's brokers.",
+    )
+    kafka_group: str = Field(
+        "serve-app-labels", description="The consumer's offsets are kept here."
+    )
 
 
 class QualitySettings(_Strict):
@@ -264,6 +275,61 @@ class QualitySettings(_Strict):
 
     interval_s: float = Field(60.0, gt=0, description="How often the gauges are recomputed.")
     window_days: int = Field(30, ge=1, description="Cohorts the gauges cover.")
+
+
+class DriftSettings(_Strict):
+    """When a model's traffic has drifted from its serving version's reference profile.
+
+    Defaults chosen by simulation (benchmarks/drift_detection.py, the demo seed's traffic
+    against ten 4,000-row references): no alarm in 10 x 50 windows without drift, where
+    PSI never passed 0.036; 2% of those windows breach on the alert rate alone, so one
+    breach is no alarm (1 window in a row: 5 of 10 streams false-alarm; 3: none).
+    """
+
+    window_rows: int = Field(
+        1_000,
+        ge=100,
+        description="Rows a window needs to be judged: PSI of 10 bins is noise below ~500.",
+    )
+    min_window_span_s: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds a window must span: a shorter one is a burst, not the traffic.",
+    )
+    psi_alarm: float = Field(
+        0.1,
+        gt=0,
+        description="PSI of a feature or the score above which a window breaches: ~3x the "
+        "no-drift maximum at 1,000 rows; 0.2 never sees amount x1.5 (PSI 0.10).",
+    )
+    alert_rate_ratio: float = Field(
+        1.5,
+        gt=1,
+        description="Alert rate at the threshold this many times the reference's (or 1/x).",
+    )
+    alert_rate_alpha: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="... and this unlikely if window and reference share a rate (exact "
+        "conditional binomial test; 0.05 false-alarmed 2 of 10 streams).",
+    )
+    missing_rate_delta: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="A feature's missing-value rate this far from the reference's breaches.",
+    )
+    consecutive_windows: int = Field(
+        3,
+        ge=1,
+        description="Judged windows in a row the same signal must breach to raise the alarm.",
+    )
+    ignore_features: tuple[str, ...] = Field(
+        (),
+        description="Features not judged, such as the hour of day when a window spans less "
+        "than a day (it moves by design).",
+    )
 
 
 class AppSettings(_Strict):
@@ -279,6 +345,7 @@ class AppSettings(_Strict):
     prediction_log: PredictionLogSettings = PredictionLogSettings()
     labels: LabelSettings = LabelSettings()
     quality: QualitySettings = QualitySettings()
+    drift: DriftSettings = DriftSettings()
 
     @field_validator("pools")
     @classmethod
@@ -300,7 +367,8 @@ class AppSettings(_Strict):
         registry = self.registry.model_copy(update={"tracking_uri": uri})
         database = self.history.database_uri or f"sqlite:///{home / 'history.db'}"
         history = self.history.model_copy(update={"database_uri": database})
-        labels = self.labels.database_uri or f"sqlite:///{home / 'labels.db'}"
+        labels = self.labels.database_uri or os.environ.get(LABELS_DATABASE_ENV)
+        labels = labels or f"sqlite:///{home / 'labels.db'}"
         log = self.prediction_log
         directory = log.directory or str(home / "predictions")
         update = {

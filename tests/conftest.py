@@ -85,8 +85,13 @@ def ray_cluster() -> Iterator[None]:
         logging_level="WARNING",
         _metrics_export_port=METRICS_EXPORT_PORT,
     )
+    context = ray.get_runtime_context()
+    session_dir = Path(context.get_temp_dir()) / context.get_session_name()
     yield
     ray.shutdown()
+    # The pool's runtime_env alone clones the 1.3 GB virtualenv into the session's folder,
+    # and Ray keeps every session's folder: a few suites fill a disk.
+    shutil.rmtree(session_dir, ignore_errors=True)
     for key, value in previous.items():
         if value is None:
             os.environ.pop(key, None)
@@ -95,18 +100,14 @@ def ray_cluster() -> Iterator[None]:
     shutil.rmtree(haproxy_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def service(seeded_home: Path, ray_cluster) -> Iterator[Service]:
-    from ray import serve
+def service_args(home: Path) -> dict:
+    """The session's application `args`: what a test that redeploys with other settings
+    starts from, and restores."""
+    from serve_app.settings import AppSettings
 
-    from serve_app.registry.mlflow_registry import Registry
-    from serve_app.serving.app import build_app
-    from serve_app.settings import APP_NAME, AppSettings
-
-    serve.start(http_options={"host": "127.0.0.1", "port": TEST_HTTP_PORT})
     shipped = AppSettings.from_serve_config(yaml.safe_load(SHIPPED_CONFIG.read_text()))
-    args = {
-        "home": str(seeded_home),
+    return {
+        "home": str(home),
         "registry": {"poll_interval_s": POLL_INTERVAL_S},
         "cache": {"models": [CACHED_MODEL], "ttl_s": CACHE_TTL_S},
         # the shipped model pools: their own runtime_env, built by Ray on first use
@@ -119,6 +120,18 @@ def service(seeded_home: Path, ray_cluster) -> Iterator[Service]:
         "prediction_log": {"flush_interval_s": 0.2, "file_max_age_s": 1.0},
         "quality": {"interval_s": 1.0},
     }
+
+
+@pytest.fixture(scope="session")
+def service(seeded_home: Path, ray_cluster) -> Iterator[Service]:
+    from ray import serve
+
+    from serve_app.registry.mlflow_registry import Registry
+    from serve_app.serving.app import build_app
+    from serve_app.settings import APP_NAME
+
+    serve.start(http_options={"host": "127.0.0.1", "port": TEST_HTTP_PORT})
+    args = service_args(seeded_home)
     serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     url = f"http://127.0.0.1:{TEST_HTTP_PORT}"
     wait_until(lambda: http_ready(url), timeout=120, what="the service to be ready")

@@ -19,24 +19,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 from ray import serve
 
-from serve_app.core import rollout as machine
 from serve_app.core.placement import UnknownPool, assign_pool
 from serve_app.core.quality import Quality
 from serve_app.core.reconcile import plan
 from serve_app.core.rollout import Rollout
-from serve_app.core.routing import ModelRoute, RoutingTable
+from serve_app.core.routing import RoutingTable
 from serve_app.core.stats import VersionWindow
 from serve_app.history import Event, EventLog
+from serve_app.labels.kafka_labels import LabelConsumer
 from serve_app.labels.store import LabelStore
-from serve_app.metrics import ControllerMetrics
+from serve_app.metrics import UNKNOWN_MODEL, ControllerMetrics
 from serve_app.registry.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
@@ -46,6 +46,7 @@ from serve_app.registry.mlflow_registry import (
 )
 from serve_app.runtime.onnx import ModelArtifact, ModelLoadError, load_checked
 from serve_app.serving.operator import OperatorActions
+from serve_app.serving.publishing import TablePublisher
 from serve_app.serving.quality_watch import QualityWatch
 from serve_app.serving.replica_channel import ReplicaChannel
 from serve_app.serving.rollout_steps import RolloutSteps
@@ -53,7 +54,6 @@ from serve_app.settings import AppSettings, RolloutPolicy
 
 logger = logging.getLogger("ray.serve")
 
-PINNED_CACHE = 64
 POLICY_TAG = "serve_app.rollout_policy"
 
 
@@ -64,7 +64,7 @@ POLICY_TAG = "serve_app.rollout_policy"
     health_check_period_s=5,
     logging_config={"enable_access_log": False},  # replicas long-poll it all the time
 )
-class Controller(RolloutSteps, ReplicaChannel, OperatorActions, QualityWatch):
+class Controller(RolloutSteps, ReplicaChannel, OperatorActions, QualityWatch, TablePublisher):
     def __init__(self) -> None:
         self._settings = AppSettings()
         self._registry: Registry | None = None
@@ -83,6 +83,9 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions, QualityWatch):
         self._fetch_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._history: EventLog | None = None
         self._store: LabelStore | None = None
+        self._label_consumer: LabelConsumer | None = None
+        self._label_counts: Counter[tuple[str, str]] = Counter()  # from the consumer's thread
+        self._label_counts_lock = threading.Lock()
         self._quality_due = self._prune_due = 0.0
         self._live_quality: dict[str, dict[str, Quality]] = {}  # model → role → figures
         self._rollout_quality: dict[tuple[str, int], tuple[Quality, Quality] | None] = {}
@@ -107,6 +110,15 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions, QualityWatch):
             labels = self._settings.labels
             self._store = await self._io(
                 LabelStore, labels.database_uri or "", labels.retention_days
+            )
+        topic = self._settings.labels.kafka_topic
+        if topic and self._label_consumer is None:
+            self._label_consumer = LabelConsumer(
+                self._settings.prediction_log.kafka,
+                topic,
+                self._settings.labels.kafka_group,
+                self._store,
+                self._count_labels,
             )
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
@@ -149,6 +161,7 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions, QualityWatch):
         self._publish()
         await self._watch_quality()
         self._export_gauges()
+        self._export_label_counts()
         self._metrics.registry_polls.inc(tags={"result": "ok"})
         self._metrics.last_successful_poll.set(now)
         self._last_poll.update(ok=True, at=now, error=None)
@@ -256,59 +269,18 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions, QualityWatch):
         self._eval_figures[key] = fetched.eval_figures
         return fetched.artifact
 
-    # -- publishing --------------------------------------------------------------------------
-    def _publish(self) -> None:
-        routes = {name: self._route(name, artifact) for name, artifact in self._champions.items()}
-        k = self._settings.router.preload_top_k
-        hot = tuple(sorted(routes, key=lambda name: (-self._traffic[name], name))[:k])
-        table = self._table.with_routes(routes, hot)
-        if table is self._table:
-            return
-        self._table = table
-        routed = {(r.name, v) for r in routes.values() for v in r.versions}
-        surplus = [key for key in self._artifacts if key not in routed]
-        for key in surplus[: max(0, len(surplus) - PINNED_CACHE)]:
-            del self._artifacts[key]
-        self._table_changed.set()
-        self._table_changed = asyncio.Event()
+    def _count_labels(self, counts: Counter[tuple[str, str]]) -> None:
+        with self._label_counts_lock:
+            self._label_counts.update(counts)
 
-    def _route(self, name: str, champion: ModelArtifact) -> ModelRoute:
-        rollout = self._rollouts.get(name)
-        route = ModelRoute(
-            name,
-            champion.version,
-            champion.features,
-            standby=self._standby.get(name, (None, 0))[0],
-            pool=self._pools.get(name),
-        )
-        if rollout is not None:
-            route = replace(
-                route,
-                challenger=rollout.candidate,
-                challenger_weight=rollout.weight,
-                shadow=rollout.phase == machine.SHADOW,
-            )
-        return replace(route, thresholds=self._thresholds(route, champion))
-
-    def _thresholds(self, route: ModelRoute, champion: ModelArtifact) -> tuple:
-        """Each routed version's alert threshold: it moves with the version."""
-        found = []
-        for version in route.versions:
-            artifact = champion if version == champion.version else None
-            artifact = artifact or self._artifacts.get((route.name, version))
-            if artifact is not None:
-                found.append((version, artifact.threshold))
-        return tuple(found)
-
-    def _export_gauges(self) -> None:
-        """Set every routed model's gauges, on every poll: Ray evicts a gauge that is not
-        refreshed within two export intervals, so a table that stays the same must not
-        let them vanish (a removed model's do, after `forget_model` zeroes them)."""
-        for name, route in self._table.routes.items():
-            phase = self._rollouts[name].phase if name in self._rollouts else "idle"
-            self._metrics.export_route(name, route, phase)
-            self._export_quality(name)
-        self._metrics.models_routed.set(len(self._table.routes))
+    def _export_label_counts(self) -> None:
+        """Labels the Kafka consumer stored, by outcome; a model outside the table is
+        counted as `_unknown` (a topic's model names are not bounded)."""
+        with self._label_counts_lock:
+            counts, self._label_counts = self._label_counts, Counter()
+        for (model, status), count in counts.items():
+            model = model if model in self._table.routes else UNKNOWN_MODEL
+            self._metrics.labels_received.inc(count, tags={"model": model, "status": status})
 
     def _record(self, model: str, kind: str, detail: str, version: int | None = None) -> None:
         try:

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from serve_app.core.cache import PredictionCache, feature_digest
 from serve_app.core.routing import ModelRoute, RoutingTable
 from serve_app.labels.feedback import valid_request_id
+from serve_app.metrics import ScoringMetrics
 from serve_app.predictions.records import LoggedBatch, decisions
 from serve_app.predictions.writer import PredictionLog
 from serve_app.protocol import mlflow_scoring, v2
@@ -53,6 +54,7 @@ class RouterState(Protocol):
     table: RoutingTable
     settings: AppSettings
     cache: PredictionCache
+    metrics: ScoringMetrics
 
     async def version_info(self, name: str, version: int) -> VersionInfo: ...
 

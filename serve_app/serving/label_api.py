@@ -45,6 +45,8 @@ class LabelEndpoints:
         results = record(self._store, name, items, time.time())
         outcomes = await asyncio.to_thread(results)
         counts = Counter(outcome.status for outcome in outcomes)
+        for status, count in counts.items():
+            self._state.metrics.labels_received.inc(count, {"model": name, "status": status})
         return json_response(
             {
                 "model": name,

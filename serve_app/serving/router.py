@@ -57,7 +57,7 @@ class Router:
         self.settings = AppSettings()
         self.table = RoutingTable()
         self.cache = PredictionCache()
-        self._metrics = ScoringMetrics()
+        self._metrics = self.metrics = ScoringMetrics()
         self._observer = Observer(self._metrics)
         self._pools = PoolLane(pools or {})
         self._versions: OrderedDict[tuple[str, int], VersionInfo] = OrderedDict()

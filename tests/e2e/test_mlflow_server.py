@@ -1,84 +1,32 @@
 """serve-app against a real `mlflow server` over HTTP, backed by PostgreSQL: seed through
-the server, then `up`. The test starts its own PostgreSQL cluster from the server binaries;
-without them it skips, or fails under `CI=true` (`tests/needs.py`)."""
+the server, then `up`. The test starts its own PostgreSQL cluster (`tests/postgres.py`); without
+the server binaries it skips, or fails under `CI=true` (`tests/needs.py`)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import wait_until
 from tests.e2e.up import BIN, CLI, serve_app_up, user_env
 from tests.integration.helpers import call, v2_payload
-from tests.needs import missing, tool
+from tests.postgres import postgres_cluster
 
 MLFLOW_PORT = 8177
 POSTGRES_PORT = 8178
 UP_PORT = 8126
-POSTGRES_TOOLS = ("initdb", "pg_ctl", "createdb")
-DEBIAN_POSTGRES = Path("/usr/lib/postgresql")  # <version>/bin, not on PATH by default
-
-
-def _run(*command: str) -> None:
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
-
-
-def _version(folder: Path) -> tuple[int, ...]:
-    return tuple(int(part) for part in folder.name.split(".") if part.isdigit())
-
-
-def postgres_tools() -> dict[str, str]:
-    """initdb, pg_ctl and createdb: all on PATH, else all from Debian's newest version."""
-    versions = sorted(DEBIAN_POSTGRES.glob("*/bin"), key=lambda b: _version(b.parent))
-    for path in (None, *map(str, reversed(versions))):
-        found = {name: shutil.which(name, path=path) for name in POSTGRES_TOOLS}
-        if all(found.values()):
-            return found
-    missing(
-        "PostgreSQL server binaries (initdb, pg_ctl, createdb)",
-        f"`apt-get install postgresql` (.ci/run does); looked on PATH and in {DEBIAN_POSTGRES}",
-    )
 
 
 @pytest.fixture(scope="module")
 def backend_store() -> Iterator[str]:
-    """A PostgreSQL cluster of the test's own, on its own port, as the mlflow backend store.
-
-    PostgreSQL refuses to run as root, so the cluster belongs to the `postgres` user.
-    """
-    tools = postgres_tools()
-    as_postgres = (tool("runuser", "`apt-get install util-linux`"), "-u", "postgres", "--")
-    folder = Path(tempfile.mkdtemp(prefix="serve-app-pg-"))
-    folder.chmod(0o755)
-    shutil.chown(folder, "postgres")
-    _run(*as_postgres, tools["initdb"], "-D", f"{folder}/db", "-U", "postgres", "-A", "trust")
-    options = f"-p {POSTGRES_PORT} -k {folder} -c listen_addresses=127.0.0.1"
-    _run(
-        *as_postgres,
-        tools["pg_ctl"],
-        "-D",
-        f"{folder}/db",
-        "-o",
-        options,
-        "-l",
-        f"{folder}/log",
-        "-w",
-        "start",
-    )
-    try:
-        host = ("-h", "127.0.0.1", "-p", str(POSTGRES_PORT))
-        _run(*as_postgres, tools["createdb"], *host, "mlflow")
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{POSTGRES_PORT}/mlflow"
-    finally:
-        _run(*as_postgres, tools["pg_ctl"], "-D", f"{folder}/db", "-m", "fast", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
+    """A PostgreSQL cluster of the test's own, on its own port, as the mlflow backend store."""
+    with postgres_cluster(POSTGRES_PORT) as postgres:
+        postgres.createdb("mlflow")
+        yield postgres.url("mlflow", scheme="postgresql+psycopg2")
 
 
 @pytest.fixture(scope="module")

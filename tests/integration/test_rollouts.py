@@ -16,6 +16,7 @@ import pytest
 import ray
 
 from serve_app.core.routing import ModelRoute
+from serve_app.predictions.records import decisions
 from serve_app.registry.seed import DEMO_MODELS, FEATURES, synthetic_transactions, train_booster
 from serve_app.runtime.onnx import OnnxModel
 from serve_app.serving.controller import POLICY_TAG
@@ -187,7 +188,8 @@ def _decisive_rows(service, name: str) -> np.ndarray:
     """Evaluation rows half of which the champion flags: there, agreement means something."""
     rows, _, _ = service.registry.eval_set(name)
     champion = service.registry.sweep()[name].aliases["champion"]
-    flagged = OnnxModel(service.registry.fetch(name, champion).artifact).predict(rows) >= 0.5
+    artifact = service.registry.fetch(name, champion).artifact
+    flagged = decisions(OnnxModel(artifact).predict(rows), artifact.threshold)
     count = min(int(flagged.sum()), 150)
     return np.concatenate([rows[flagged][:count], rows[~flagged][:count]])
 
@@ -214,9 +216,10 @@ def test_shadow_returns_only_champion_answers_and_records_the_comparison(service
     assert traffic.versions() == {str(champion)} and not traffic.failures
     # The agreement the two versions really have on these rows; a constant model would
     # agree on the unflagged half only.
-    scores = {
-        v: OnnxModel(service.registry.fetch(name, v).artifact).predict(rows) >= 0.5
-        for v in (champion, candidate)
+    artifacts = {v: service.registry.fetch(name, v).artifact for v in (champion, candidate)}
+    scores = {  # each version decides at its own threshold (the candidate's is calibrated)
+        v: decisions(OnnxModel(artifact).predict(rows), artifact.threshold)
+        for v, artifact in artifacts.items()
     }
     expected = float(np.mean(scores[champion] == scores[candidate]))
     assert abs(expected - 0.5) > 0.2, "the rows do not tell the versions from a constant"
