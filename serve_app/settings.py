@@ -230,8 +230,15 @@ class PredictionLogSettings(_Strict):
     queue_records: int = Field(
         50_000, ge=1, description="Rows each replica queues; beyond it rows are dropped."
     )
-    batch_records: int = Field(2_000, ge=1, description="Rows the writer hands a sink at once.")
-    flush_interval_s: float = Field(1.0, gt=0, description="The writer wakes this often.")
+    batch_records: int = Field(
+        20_000, ge=1, description="Rows the writer hands a sink at once (at most)."
+    )
+    flush_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="The writer wakes this often: larger writes cost less a row (a Parquet "
+        "write has a fixed cost per model in it), and labels come days later anyway.",
+    )
     file_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Parquet rotation size.")
     file_max_age_s: float = Field(300.0, gt=0, description="Parquet rotation age.")
     key_hash_secret_env: str = Field(

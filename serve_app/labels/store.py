@@ -60,6 +60,13 @@ labels = sa.Table(
 )
 
 
+_SQLITE_INSERT_PREDICTIONS = (
+    f"INSERT OR IGNORE INTO {predictions.name} "
+    f"({', '.join(c.name for c in predictions.columns)}) "
+    f"VALUES ({', '.join('?' for _ in predictions.columns)})"
+)
+
+
 def _sqlite_pragmas(connection, _record) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writers
@@ -86,24 +93,32 @@ class LabelStore:
 
     # -- predictions (the prediction log's writer) ----------------------------------------
     def add_predictions(self, batches: Sequence[LoggedBatch]) -> None:
+        """The join keys of every row. Tuples straight to the driver on SQLite: SQLAlchemy's
+        per-row work was most of the writer thread's time there (about 9 of 11 µs a row)."""
         rows = [
-            {
-                "model": batch.model,
-                "request_id": batch.request_id,
-                "row": index,
-                "version": batch.version,
-                "role": batch.role,
-                "day": batch.day,
-                "time": batch.time,
-                "score": score,
-                "decision": score >= batch.threshold,
-            }
+            (
+                batch.model,
+                batch.request_id,
+                index,
+                batch.version,
+                batch.role,
+                batch.day,
+                batch.time,
+                score,
+                score >= batch.threshold,
+            )
             for batch in batches
             for index, score in enumerate(batch.scores.tolist())
         ]
-        if rows:
-            with self._engine.begin() as db:
-                db.execute(self._insert_ignoring_duplicates(predictions), rows)
+        if not rows:
+            return
+        with self._engine.begin() as db:
+            if self._engine.dialect.name == "sqlite":
+                db.exec_driver_sql(_SQLITE_INSERT_PREDICTIONS, rows)
+            else:
+                columns = [c.name for c in predictions.columns]
+                records = [dict(zip(columns, row, strict=True)) for row in rows]
+                db.execute(self._insert_ignoring_duplicates(predictions), records)
 
     # -- labels ---------------------------------------------------------------------------
     def record_labels(self, model: str, items: Sequence[Label]) -> list[str]:

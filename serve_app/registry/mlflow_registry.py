@@ -40,6 +40,8 @@ THRESHOLD_TAG = "serve_app.threshold"  # the version's alert threshold, set at r
 EVAL_RECALL_TAG = "serve_app.eval_recall"  # its figures on the evaluation set, at it
 EVAL_FPR_TAG = "serve_app.eval_false_positive_rate"
 DEFAULT_THRESHOLD = 0.5  # versions registered before thresholds were tagged
+PROFILE_TAG = "serve_app.reference_profile"  # where the version's drift reference is
+PROFILE_ARTIFACT = "profile/reference_profile.json"
 PIP_REQUIREMENTS = ["onnx", "onnxruntime"]
 
 
@@ -156,6 +158,13 @@ class Registry:
         artifact = ModelArtifact(name, version, onnx_bytes, features, threshold)
         return FetchedVersion(artifact, rows, eval_figures_from_tags(tags))
 
+    def reference_profile(self, name: str, version: int) -> str | None:
+        """The version's drift reference (JSON, core/drift.py), None if it has none."""
+        uri = self.client.get_model_version(name, str(version)).tags.get(PROFILE_TAG)
+        if not uri:
+            return None
+        return mlflow.artifacts.load_text(uri)
+
     def eval_set(self, name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]] | None:
         """The model's registered evaluation set: (rows, labels, feature names)."""
         uri = self.client.get_registered_model(name).tags.get(EVAL_SET_TAG)
@@ -188,6 +197,7 @@ class Registry:
         eval_set: pd.DataFrame | None = None,
         metrics: dict[str, float] | None = None,
         tags: dict[str, str] | None = None,
+        profile: str | None = None,
     ) -> int:
         """Log an ONNX model with signature and input example, register it, set the alias."""
         import onnx  # the registry is the one writer of ONNX models into MLflow
@@ -204,6 +214,8 @@ class Registry:
                     path = Path(scratch) / "eval.csv"
                     eval_set.to_csv(path, index=False)
                     mlflow.log_artifact(str(path), artifact_path="evaluation")
+            if profile is not None:  # the drift monitor's reference (core/drift.py)
+                mlflow.log_text(profile, PROFILE_ARTIFACT)
             if metrics:
                 mlflow.log_metrics(metrics)
             info = mlflow.onnx.log_model(
@@ -216,7 +228,10 @@ class Registry:
                 registered_model_name=name,
             )
         version = int(info.registered_model_version)
-        for key, value in (tags or {}).items():
+        tags = dict(tags or {})
+        if profile is not None:
+            tags[PROFILE_TAG] = f"runs:/{run.info.run_id}/{PROFILE_ARTIFACT}"
+        for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, value)
         if eval_set is not None:
             self.client.set_registered_model_tag(

@@ -22,7 +22,7 @@ from serve_app.registry.mlflow_registry import (
     calibration_tags,
 )
 from serve_app.runtime.convert import ConversionError, convert_checked, load_booster, parity_rows
-from serve_app.runtime.evaluation import calibrate, label_problem
+from serve_app.runtime.evaluation import calibrate, label_problem, reference_profile
 from serve_app.runtime.onnx import ModelArtifact, ModelLoadError, OnnxModel, load_checked
 
 SAMPLE_ROWS = 256
@@ -63,7 +63,8 @@ def register_file(
     except (ConversionError, ModelLoadError) as error:
         raise RegistrationError(str(error)) from None
     tags = {"origin": f"serve-app register {model_file.name}"}
-    tags.update(_calibration(registry, name, onnx_bytes, features, evaluation, threshold))
+    calibration, profile = _calibration(registry, name, onnx_bytes, features, evaluation, threshold)
+    tags.update(calibration)
     return registry.register(
         name,
         onnx_bytes,
@@ -73,6 +74,7 @@ def register_file(
         # The gate reads every other column as a feature, in file order.
         eval_set=None if evaluation is None else evaluation[[*features, LABEL_COLUMN]],
         tags=tags,
+        profile=profile,
     )
 
 
@@ -83,9 +85,10 @@ def _calibration(
     features: tuple[str, ...],
     evaluation: pd.DataFrame | None,
     threshold: float | None,
-) -> dict[str, str]:
+) -> tuple[dict[str, str], str | None]:
     """The version's threshold tags: given, or matched to the champion's alert rate on the
-    evaluation set (the new one, else the registered one), with the figures at it."""
+    evaluation set (the new one, else the registered one), with the figures at it; and its
+    drift reference profile from the same rows (None without an evaluation set)."""
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise RegistrationError("the threshold must lie in [0, 1]")
     labelled = None
@@ -96,12 +99,16 @@ def _calibration(
         if found is not None and found[2] == features:
             labelled = found[0], found[1]
     if labelled is None:
-        return {} if threshold is None else calibration_tags(threshold, None, None)
+        return ({} if threshold is None else calibration_tags(threshold, None, None)), None
     rows, labels = labelled
     model = OnnxModel(ModelArtifact(name, 0, onnx_bytes, features))
     champion = champion_model(registry, name, features)
-    found = calibrate(model, rows, np.asarray(labels), champion, threshold)
-    return calibration_tags(found.threshold, found.recall, found.false_positive_rate)
+    try:
+        found = calibrate(model, rows, np.asarray(labels), champion, threshold)
+    except ValueError as error:  # no threshold in [0, 1] flags the champion's share
+        raise RegistrationError(f"cannot calibrate a threshold: {error}") from None
+    tags = calibration_tags(found.threshold, found.recall, found.false_positive_rate)
+    return tags, reference_profile(model, rows, found.threshold)
 
 
 def champion_model(registry: Registry, name: str, features: tuple[str, ...]) -> OnnxModel | None:

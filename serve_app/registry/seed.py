@@ -22,7 +22,7 @@ from serve_app.registry.features import FEATURES, LABEL_COLUMN
 from serve_app.registry.mlflow_registry import CHAMPION, Registry, calibration_tags
 from serve_app.registry.register import champion_model
 from serve_app.runtime.convert import convert_checked
-from serve_app.runtime.evaluation import calibrate
+from serve_app.runtime.evaluation import calibrate, reference_profile
 from serve_app.runtime.onnx import ModelArtifact, OnnxModel
 
 PRODUCTS = ("card", "transfer", "wallet", "p2p", "ecommerce", "atm", "ach", "crypto", "loan")
@@ -134,6 +134,7 @@ def seed_model(registry: Registry, name: str, alias: str | None = CHAMPION, salt
             "origin": "serve-app demo seed",
             **calibration_tags(found.threshold, found.recall, found.false_positive_rate),
         },
+        profile=reference_profile(model, held_out.to_numpy(), found.threshold),
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from serve_app.core.drift import build_profile
 from serve_app.core.quality import rates_at_threshold, threshold_for_alert_rate
 from serve_app.core.rollout import EvalResult
 from serve_app.core.stats import recall_at_rate, roc_auc
@@ -99,3 +100,9 @@ def evaluate_on_set(
         recall=recall_at_rate(labels, scores, rate),
         p99_ms=single_row_p99_ms(model, rows),
     )
+
+
+def reference_profile(model: OnnxModel, rows: np.ndarray, threshold: float) -> str:
+    """The version's drift reference from its evaluation rows, as JSON: feature and score
+    deciles, missing rates, and the alert rate expected at its threshold."""
+    return build_profile(model.features, rows, model.predict(rows), threshold).to_json()

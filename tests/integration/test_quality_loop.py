@@ -236,3 +236,14 @@ def test_quality_guard_rolls_back_a_challenger_with_worse_live_recall(service, t
     )
     assert "live recall" in rolled["detail"], history(service, name)
     assert "challenger" not in service.registry.sweep()[name].aliases
+
+
+def test_seeded_versions_carry_a_drift_reference_in_mlflow(service):
+    """Stored with the version at registration: what the drift monitor compares against."""
+    from serve_app.core.drift import ReferenceProfile
+
+    version = service.registry.sweep()[LOOP_MODEL].aliases["champion"]
+    profile = ReferenceProfile.from_json(service.registry.reference_profile(LOOP_MODEL, version))
+    assert profile.names[:-1] == FEATURES and profile.rows > 1_000
+    tags = service.registry.client.get_model_version(LOOP_MODEL, str(version)).tags
+    assert profile.threshold == float(tags[THRESHOLD_TAG])

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from serve_app.core.drift import ReferenceProfile
 from serve_app.registry.features import FEATURES, LABEL_COLUMN
 from serve_app.registry.mlflow_registry import EVAL_FPR_TAG, EVAL_RECALL_TAG, THRESHOLD_TAG
 from serve_app.registry.register import RegistrationError, register_file
@@ -33,7 +34,13 @@ class MemoryRegistry:
         self, name, onnx_bytes, features, example, *, alias=None, eval_set=None, tags=None, **_
     ):
         self.versions.append(
-            {"features": features, "example": example, "eval_set": eval_set, "tags": tags or {}}
+            {
+                "features": features,
+                "example": example,
+                "eval_set": eval_set,
+                "tags": tags or {},
+                "profile": _.get("profile"),
+            }
         )
         return len(self.versions)
 
@@ -186,6 +193,16 @@ def test_a_first_version_is_tagged_with_its_threshold_and_figures_at_it(
     assert float(tags[THRESHOLD_TAG]) == 0.5  # no champion to match: the default
     assert 0.0 < float(tags[EVAL_RECALL_TAG]) <= 1.0
     assert 0.0 <= float(tags[EVAL_FPR_TAG]) < 0.5
+
+
+def test_a_version_with_an_eval_set_carries_its_drift_reference(model_file, labelled, tmp_path):
+    registry = MemoryRegistry()
+    register_file(registry, model_file, "fraud-x", eval_set=_csv(tmp_path, labelled))
+    profile = ReferenceProfile.from_json(registry.versions[0]["profile"])
+    assert profile.names[:-1] == FEATURES and profile.rows == len(labelled)
+    assert profile.threshold == float(registry.versions[0]["tags"][THRESHOLD_TAG])
+    register_file(registry, model_file, "fraud-x")  # no eval set: no reference
+    assert registry.versions[1]["profile"] is None
 
 
 def test_a_given_threshold_is_kept_and_checked(model_file, labelled, tmp_path):
