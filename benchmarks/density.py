@@ -228,21 +228,29 @@ def metrics_port(tree: list[int]) -> int | None:
     return None
 
 
-def counters(port: int | None) -> dict[str, dict[str, float]]:
-    """Model loads and evictions per replica, from Ray's Prometheus text."""
+def metric_samples(port: int, names: tuple[str, ...]) -> list[tuple[str, dict[str, str], float]]:
+    """(name without `_total`, labels, value) of every sample of `names` in Ray's
+    Prometheus text."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return [
+        (name, point.labels, point.value)
+        for family in text_string_to_metric_families(text)
+        for point in family.samples
+        if (name := point.name.removesuffix("_total")) in names
+    ]
+
+
+def counters(port: int | None) -> dict[str, dict[str, float]]:
+    """Model loads and evictions per replica, from Ray's Prometheus text."""
     found: dict[str, dict[str, float]] = {name: {} for name in COUNTERS}
     if port is None:
         return found
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    for family in text_string_to_metric_families(text):
-        for point in family.samples:
-            name = point.name.removesuffix("_total")
-            if name in found:
-                replica = point.labels.get("replica", "?").rsplit("#", 1)[-1]
-                found[name][replica] = found[name].get(replica, 0.0) + point.value
+    for name, labels, value in metric_samples(port, COUNTERS):
+        replica = labels.get("replica", "?").rsplit("#", 1)[-1]
+        found[name][replica] = found[name].get(replica, 0.0) + value
     return found
 
 

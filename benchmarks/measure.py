@@ -184,10 +184,16 @@ def onnxruntime_floor(onnx_file: Path, single: int = 3000) -> dict:
 
 
 def measure_peer(
-    peer: Peer, plan: Plan, progress: Callable[[str], None], with_batch: bool = True
+    peer: Peer,
+    plan: Plan,
+    progress: Callable[[str], None],
+    with_batch: bool = True,
+    inspect: Callable[[Peer], dict] | None = None,
 ) -> dict:
     """Start `peer`, measure cold start (if it loads lazily), each load point and a batch,
-    and stop it (always). Returns everything measured, or the error that stopped it."""
+    and stop it (always). `inspect`, when given, reads more from the running peer last
+    (its answer is `result["inspect"]`). Returns everything measured, or the error that
+    stopped it."""
     result: dict = {"label": peer.label, "notes": peer.notes, "points": {}}
     progress(f"{peer.label}: starting ({peer.notes})")
     try:
@@ -228,6 +234,8 @@ def measure_peer(
             result["pss_mb"] = max(p["server_pss_mb"] for p in result["points"].values())
             if peer.cold_start:  # a Ray tree: say which processes the memory is in
                 result["pss_by_role_mb"] = proctree.pss_by_role(peer.server.remember_tree())
+            if inspect is not None:
+                result["inspect"] = inspect(peer)
     except Exception as error:  # one peer failing must not lose the others' numbers
         result["error"] = f"{type(error).__name__}: {error}"
         progress(f"{peer.label}: FAILED: {result['error']} (log: {peer.server.log})")

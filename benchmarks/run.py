@@ -61,6 +61,21 @@ def quiet(log: Path) -> Iterator[None]:
             os.close(saved[1])
 
 
+def source_commit(src: Path | None = None) -> str:
+    """The benchmarked checkout's commit, `+dirty` when serve_app has uncommitted changes."""
+    import subprocess
+
+    where = str(src or peers.REPO_DIR)
+    found = subprocess.run(["git", "-C", where, "rev-parse", "--short", "HEAD"], **_QUIET)
+    if found.returncode != 0:
+        return "unknown"
+    changed = subprocess.run(["git", "-C", where, "status", "--porcelain", "serve_app"], **_QUIET)
+    return found.stdout.strip() + ("+dirty" if changed.stdout.strip() else "")
+
+
+_QUIET = {"capture_output": True, "text": True, "check": False}
+
+
 def workspace(src: Path | None, count: int | None, root: Path = WORK_DIR) -> Workspace:
     if src is not None:
         src = src.resolve()
