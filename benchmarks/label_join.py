@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="label-join-", dir=args.dir))
     db = home / "labels.db"
     progress(f"home {home}: {args.rows:,} rows, {args.labels:,} labels, ~{need / 2**30:.1f} GB")
-    result: dict = {}
+    result: dict = {"commit": source_commit()}  # at the start: the code this run imports
     try:
         store = LabelStore(f"sqlite:///{db}", retention_days=180)
         result["insert"], data = insert_predictions(store, home, args.rows, args.labels, progress)
@@ -477,7 +477,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     result["machine"] = {"cores": os.cpu_count(), "python": platform.python_version()}
     result["sqlite"] = sqlite3.sqlite_version
-    result["commit"] = source_commit()
     table = steps_table(result)
     print("\n" + result["title"] + "\n" + report.text(table, STEP_COLUMNS))
     print("\n" + report.text(result["quality"]["versions"], VERSION_COLUMNS))

@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         idle_s=2.0 if args.quick else 5.0,
     )
     rounds = args.rounds or (1 if args.quick else 4)
+    commit = source_commit(args.src)  # at the start: the code the replicas import
     run.prepare_registry(ws, progress)
     raw: dict[str, list[dict]] = {"off": [], "on": []}
     for index in range(rounds):
@@ -291,7 +292,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{plan.duration_s:g} s per point, median of {rounds} round(s), {os.cpu_count()} cores"
     )
     losses = loss_rows(raw["on"])
-    commit = source_commit(args.src)
     title += f"; serve_app at {commit}"
     print("\n" + title + "\n" + report.text(table, COLUMNS))
     print(f"\n{verdict}; CPU ms/req per round: {per_round}")
