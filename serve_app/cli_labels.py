@@ -26,7 +26,7 @@ REQUIRED_COLUMNS = ("request_id", "label")
 
 
 def cmd_labels_import(args: argparse.Namespace, settings: AppSettings) -> int:
-    from serve_app.labels.feedback import ACCEPTED, INVALID, OUTCOMES, Label, Outcome, read_item
+    from serve_app.labels.feedback import ACCEPTED, INVALID, OUTCOMES
     from serve_app.labels.store import LabelStore
 
     path: Path = args.file
@@ -53,22 +53,20 @@ def cmd_labels_import(args: argparse.Namespace, settings: AppSettings) -> int:
         size = settings.labels.max_batch
 
         def flush() -> None:
-            by_model: dict[str, list[tuple[int, Label]]] = {}
-            now = time.time()
+            by_model: dict[str, list[tuple[int, dict[str, Any]]]] = {}
             for line, item in chunk:
-                parsed = read_item(line, item, now)
-                if isinstance(parsed, Outcome):
-                    counts[INVALID] += 1
-                    problems.append(f"line {line}: {parsed.error}")
-                    continue
                 model = item.get("model") or args.model
-                by_model.setdefault(model, []).append((line, parsed))
-            for model, labels in by_model.items():
-                statuses = store.record_labels(model, [label for _, label in labels])
-                for (line, _), status in zip(labels, statuses, strict=True):
-                    counts[status] += 1
-                    if status != ACCEPTED:
-                        problems.append(f"line {line}: {status}")
+                if not model:
+                    counts[INVALID] += 1
+                    problems.append(f"line {line}: no model (give --model or fill the column)")
+                    continue
+                by_model.setdefault(model, []).append((line, item))
+            for model, rows in by_model.items():
+                outcomes = store.record_raw(model, [item for _, item in rows], time.time())
+                for (line, _), outcome in zip(rows, outcomes, strict=True):
+                    counts[outcome.status] += 1
+                    if outcome.status != ACCEPTED:
+                        problems.append(f"line {line}: {outcome.error or outcome.status}")
             chunk.clear()
             done = sum(counts.values())
             elapsed = time.perf_counter() - started

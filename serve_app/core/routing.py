@@ -37,6 +37,13 @@ class ModelRoute:
         """The alert threshold the version was calibrated for (0.5 when none is known)."""
         return next((t for v, t in self.thresholds if v == version), DEFAULT_THRESHOLD)
 
+    def roles(self) -> dict[int, str]:
+        """What each answering version is: champion, and challenger or shadow."""
+        roles = {self.champion: "champion"}
+        if self.challenger is not None:
+            roles[self.challenger] = "shadow" if self.shadow else "challenger"
+        return roles
+
     @property
     def versions(self) -> tuple[int, ...]:
         """Every version replicas keep open for this model: routed, shadow and standby."""

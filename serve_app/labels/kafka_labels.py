@@ -19,7 +19,7 @@ from collections.abc import Callable
 import orjson
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from serve_app.labels.feedback import INVALID, Label, Outcome, read_item
+from serve_app.labels.feedback import INVALID
 from serve_app.labels.store import LabelStore
 from serve_app.predictions.kafka_sink import connection_config
 from serve_app.settings import KafkaSettings
@@ -91,20 +91,18 @@ class LabelConsumer:
 
     def _store_batch(self, values: list[bytes]) -> None:
         counts: Counter[tuple[str, str]] = Counter()
-        by_model: dict[str, list[Label]] = {}
-        now = time.time()
-        for index, value in enumerate(values):
+        by_model: dict[str, list[dict]] = {}
+        for value in values:
             try:
                 item = orjson.loads(value)
             except orjson.JSONDecodeError:
                 item = None
             model = item.get("model") if isinstance(item, dict) else None
-            parsed = read_item(index, item, now)
-            if not isinstance(model, str) or not model or isinstance(parsed, Outcome):
-                counts[(model if isinstance(model, str) else "", INVALID)] += 1
+            if not isinstance(model, str) or not model:
+                counts[("", INVALID)] += 1  # no model to store it under
                 continue
-            by_model.setdefault(model, []).append(parsed)
-        for model, labels in by_model.items():
-            for status in self._store.record_labels(model, labels):
-                counts[(model, status)] += 1
+            by_model.setdefault(model, []).append(item)
+        for model, items in by_model.items():
+            for outcome in self._store.record_raw(model, items, time.time()):
+                counts[(model, outcome.status)] += 1
         self._counted(counts)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -26,6 +27,8 @@ from serve_app.labels.feedback import (
     UNKNOWN_ID,
     UNKNOWN_ROW,
     Label,
+    Outcome,
+    read_item,
 )
 from serve_app.predictions.records import SECONDS_PER_DAY, LoggedBatch
 from serve_app.predictions.sinks import Tally
@@ -121,6 +124,20 @@ class LabelStore:
                 db.execute(self._insert_ignoring_duplicates(predictions), records)
 
     # -- labels ---------------------------------------------------------------------------
+    def record_raw(self, model: str, items: Sequence[Any], now: float) -> list[Outcome]:
+        """Label rows as clients send them (JSON objects, CSV rows): each validated, the
+        valid ones stored; an outcome per item, in order. The endpoint, the CSV import and
+        the Kafka topic all come in here."""
+        parsed = [read_item(index, item, now) for index, item in enumerate(items)]
+        valid = [(index, p) for index, p in enumerate(parsed) if isinstance(p, Label)]
+        statuses = self.record_labels(model, [label for _, label in valid]) if valid else []
+        outcomes = [p for p in parsed if isinstance(p, Outcome)]
+        outcomes += [
+            Outcome(index, status, label.request_id)
+            for (index, label), status in zip(valid, statuses, strict=True)
+        ]
+        return sorted(outcomes, key=lambda outcome: outcome.index)
+
     def record_labels(self, model: str, items: Sequence[Label]) -> list[str]:
         """Store what can be joined; the outcome of each item, in order."""
         ids = sorted({item.request_id for item in items})

@@ -63,7 +63,8 @@ def register_file(
     except (ConversionError, ModelLoadError) as error:
         raise RegistrationError(str(error)) from None
     tags = {"origin": f"serve-app register {model_file.name}"}
-    calibration, profile = _calibration(registry, name, onnx_bytes, features, evaluation, threshold)
+    labelled = evaluation if evaluation is not None else known
+    calibration, profile = _calibration(registry, name, onnx_bytes, features, labelled, threshold)
     tags.update(calibration)
     return registry.register(
         name,
@@ -83,28 +84,22 @@ def _calibration(
     name: str,
     onnx_bytes: bytes,
     features: tuple[str, ...],
-    evaluation: pd.DataFrame | None,
+    labelled: pd.DataFrame | None,
     threshold: float | None,
 ) -> tuple[dict[str, str], str | None]:
     """The version's threshold tags: given, or matched to the champion's alert rate on the
-    evaluation set (the new one, else the registered one), with the figures at it; and its
-    drift reference profile from the same rows (None without an evaluation set)."""
+    evaluation set (`labelled`: the new one, else the registered one), with the figures at
+    it; and its drift reference profile from the same rows (None without an evaluation set)."""
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise RegistrationError("the threshold must lie in [0, 1]")
-    labelled = None
-    if evaluation is not None:
-        labelled = evaluation[list(features)].to_numpy(np.float32), evaluation[LABEL_COLUMN]
-    elif name in registry.sweep(f"name = '{name}'"):
-        found = registry.eval_set(name)
-        if found is not None and found[2] == features:
-            labelled = found[0], found[1]
     if labelled is None:
         return ({} if threshold is None else calibration_tags(threshold, None, None)), None
-    rows, labels = labelled
+    rows = labelled[list(features)].to_numpy(np.float32)
+    labels = labelled[LABEL_COLUMN].to_numpy()
     model = OnnxModel(ModelArtifact(name, 0, onnx_bytes, features))
     champion = champion_model(registry, name, features)
     try:
-        found = calibrate(model, rows, np.asarray(labels), champion, threshold)
+        found = calibrate(model, rows, labels, champion, threshold)
     except ValueError as error:  # no threshold in [0, 1] flags the champion's share
         raise RegistrationError(f"cannot calibrate a threshold: {error}") from None
     tags = calibration_tags(found.threshold, found.recall, found.false_positive_rate)
@@ -130,6 +125,7 @@ def _read_eval_set(path: Path) -> pd.DataFrame:
 
 
 def _registered_eval_rows(registry: Registry, name: str) -> pd.DataFrame | None:
+    """The model's registered evaluation set (features and labels), downloaded once."""
     if name not in registry.sweep(f"name = '{name}'"):
         return None
     try:
@@ -138,8 +134,8 @@ def _registered_eval_rows(registry: Registry, name: str) -> pd.DataFrame | None:
         raise RegistrationError(f"{error}: pass --eval-set to replace it") from None
     if found is None:
         return None
-    rows, _, features = found
-    return pd.DataFrame(rows, columns=list(features))
+    rows, labels, features = found
+    return pd.DataFrame(rows, columns=list(features)).assign(**{LABEL_COLUMN: labels})
 
 
 def _features_for_onnx(

@@ -92,7 +92,6 @@ class Dataplane:
         self._log = log
         self._shadow_tasks: set[asyncio.Task] = set()
         self._pool_runtimes: dict[str, str] = {}  # what each pool last said it runs
-        self._pinned: dict[tuple[str, int], VersionInfo] = {}  # versions outside the table
         self._scoring_token = auth.load_token(auth.SCORING_TOKEN_ENV)
 
     async def score(self, request: Request, found: http.Match, protocol: str) -> Response:
@@ -139,7 +138,7 @@ class Dataplane:
         self._observe.request(route, version, status, elapsed_ms, scores, loaded_here)
         headers = {"x-request-id": request_id} if request_id else {}
         if scored is not None:
-            self._logged(route, version, request_id, key, decoded, scored, elapsed_ms)
+            self._logged(route, version, request_id, key, features, decoded, scored, elapsed_ms)
             if route.shadow and found.version is None:
                 self._shadow_copy(route, decoded, scored.scores, request_id, key)
             headers.update(
@@ -154,8 +153,11 @@ class Dataplane:
                 headers["x-prediction-cache"] = scored.cached
         return Response(payload, status_code=status, media_type=JSON, headers=headers or None)
 
-    def _logged(self, route, version, request_id, key, decoded, scored, elapsed_ms) -> None:
-        """Hand the scored request to the prediction log (sampled; never blocks)."""
+    def _logged(
+        self, route, version, request_id, key, features, decoded, scored, elapsed_ms
+    ) -> None:
+        """Hand the scored request to the prediction log (sampled; never blocks); `features`
+        name the columns the batch was decoded into."""
         if self._log is None or not self._log.sampled(route.name):
             return
         if version == route.champion:
@@ -173,7 +175,7 @@ class Dataplane:
                 role,
                 scored.lane,
                 key,
-                route.features if role != "pinned" else self._pinned_features(route, version),
+                features,
                 decoded.batch,
                 scored.scores,
                 scored.threshold,
@@ -196,15 +198,8 @@ class Dataplane:
         the version here (scoring then finds it open); a pool model asks the router's cache."""
         if route.pool is None:
             model = await self._fast.model(route, version, pinned=True)
-            info = VersionInfo(model.features, model.threshold)
-        else:
-            info = await self._state.version_info(route.name, version)
-        self._pinned[(route.name, version)] = info
-        return info
-
-    def _pinned_features(self, route: ModelRoute, version: int) -> tuple[str, ...]:
-        info = self._pinned.get((route.name, version))
-        return info.features if info is not None else route.features
+            return VersionInfo(model.features, model.threshold)
+        return await self._state.version_info(route.name, version)
 
     async def _threshold(self, route: ModelRoute, version: int) -> float:
         if version in route.versions:

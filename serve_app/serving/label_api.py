@@ -14,7 +14,7 @@ from collections import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serve_app.labels.feedback import OUTCOMES, Label, Outcome, read_batch, read_item
+from serve_app.labels.feedback import OUTCOMES, read_batch
 from serve_app.labels.report import model_quality
 from serve_app.labels.store import LabelStore
 from serve_app.predictions.records import SECONDS_PER_DAY
@@ -42,8 +42,7 @@ class LabelEndpoints:
         settings = self._state.settings
         payload = v2.parse_json(await read_body(request, settings.limits.max_body_bytes))
         items = read_batch(payload, settings.labels.max_batch)
-        results = record(self._store, name, items, time.time())
-        outcomes = await asyncio.to_thread(results)
+        outcomes = await asyncio.to_thread(self._store.record_raw, name, items, time.time())
         counts = Counter(outcome.status for outcome in outcomes)
         for status, count in counts.items():
             self._state.metrics.labels_received.inc(count, {"model": name, "status": status})
@@ -64,28 +63,10 @@ class LabelEndpoints:
         if since is None:
             since = now - self._state.settings.quality.window_days * SECONDS_PER_DAY
         route = self._state.table.get(name)
-        roles = {}
-        if route is not None:
-            roles[route.champion] = "champion"
-            if route.challenger is not None:
-                roles[route.challenger] = "shadow" if route.shadow else "challenger"
+        roles = route.roles() if route is not None else {}
         versions = await asyncio.to_thread(model_quality, self._store, name, since, roles)
         if route is None and not versions:
             raise NotFound(f"model '{name}' is not served and has no logged predictions")
         return json_response(
             {"model": name, "since": since, "versions": [v.to_dict() for v in versions]}
         )
-
-
-def record(store: LabelStore, model: str, items: list, now: float):
-    """A blocking call that validates and stores a batch of label rows (for to_thread)."""
-
-    def run() -> list[Outcome]:
-        parsed = [read_item(index, item, now) for index, item in enumerate(items)]
-        valid = [(i, p) for i, p in enumerate(parsed) if isinstance(p, Label)]
-        statuses = store.record_labels(model, [label for _, label in valid]) if valid else []
-        for (index, label), status in zip(valid, statuses, strict=True):
-            parsed[index] = Outcome(index, status, label.request_id)
-        return parsed  # type: ignore[return-value]
-
-    return run

@@ -16,6 +16,7 @@ from serve_app.predictions.records import SECONDS_PER_DAY
 
 PRUNE_EVERY_S = 3_600.0
 GAUGE_ROLES = ("champion", "challenger")
+SHADOW_GAUGE = {"shadow": "challenger"}
 
 
 class QualityWatch:
@@ -29,7 +30,7 @@ class QualityWatch:
             name: (r.champion, r.candidate, r.started_at or r.step_started_at)
             for name, r in self._rollouts.items()
         }
-        roles = {name: _roles(route) for name, route in self._table.routes.items()}
+        roles = {name: route.roles() for name, route in self._table.routes.items()}
         self._live_quality, self._rollout_quality = await self._io(
             self._measure, window, roles, rollouts
         )
@@ -42,7 +43,9 @@ class QualityWatch:
         live: dict[str, dict[str, Quality]] = {}
         for name, versions in roles.items():
             found = model_quality(self._store, name, window, versions)
-            live[name] = {v.role: v.total for v in found if v.role in GAUGE_ROLES}
+            # a shadow is the challenger of its rollout: the gauges' role label stays bounded
+            by_role = {SHADOW_GAUGE.get(v.role, v.role): v.total for v in found}
+            live[name] = {role: q for role, q in by_role.items() if role in GAUGE_ROLES}
         compared = {
             (name, candidate): rollout_quality(self._store, name, champion, candidate, since)
             for name, (champion, candidate, since) in rollouts.items()
@@ -79,10 +82,3 @@ class QualityWatch:
             ):
                 if value is not None:
                     gauge.set(value, tags=tags)
-
-
-def _roles(route) -> dict[int, str]:
-    roles = {route.champion: "champion"}
-    if route.challenger is not None:
-        roles[route.challenger] = "challenger"
-    return roles

@@ -57,8 +57,8 @@ class Router:
         self.settings = AppSettings()
         self.table = RoutingTable()
         self.cache = PredictionCache()
-        self._metrics = self.metrics = ScoringMetrics()
-        self._observer = Observer(self._metrics)
+        self.metrics = ScoringMetrics()
+        self._observer = Observer(self.metrics)
         self._pools = PoolLane(pools or {})
         self._versions: OrderedDict[tuple[str, int], VersionInfo] = OrderedDict()
         self._replica_id = serve.get_replica_context().replica_id.unique_id
@@ -80,7 +80,7 @@ class Router:
         if self._fast is not None:  # the fast lane's size is fixed for a replica's life
             return
         capacity = self.settings.router.max_models_per_replica
-        self._fast = FastLane(self._fetch, capacity, self._metrics)
+        self._fast = FastLane(self._fetch, capacity, self.metrics)
         labels = self.settings.labels
         self._store = await asyncio.to_thread(
             LabelStore, labels.database_uri or "", labels.retention_days
@@ -141,14 +141,14 @@ class Router:
     async def _flush_metrics_forever(self) -> None:
         while True:
             await asyncio.sleep(METRICS_FLUSH_S)
-            self._metrics.flush()
+            self.metrics.flush()
             if self._log is not None:
                 written, dropped = self._log.tally.take()
                 for (model, sink), rows in written.items():
-                    self._metrics.prediction_log_rows.inc(rows, {"model": model, "sink": sink})
+                    self.metrics.prediction_log_rows.inc(rows, {"model": model, "sink": sink})
                 for (model, reason), rows in dropped.items():
                     tags = {"model": model, "reason": reason}
-                    self._metrics.prediction_log_dropped.inc(rows, tags)
+                    self.metrics.prediction_log_dropped.inc(rows, tags)
 
     def __del__(self) -> None:
         """Serve's graceful shutdown: write what the prediction log still holds."""

@@ -1,4 +1,5 @@
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -98,3 +99,10 @@ def test_plan_drops_deleted_models_but_keeps_models_without_alias():
     todo = plan(table, {}, registered={"a"}, broken=set())
     assert todo.to_drop == {"gone"} and todo.to_load == {}
     assert plan(table, {"a": 1}, {"a", "gone"}, set()).empty
+
+
+def test_roles_name_each_answering_version():
+    route = ModelRoute("m", 3, ("a",), challenger=4, challenger_weight=10.0, standby=2)
+    assert route.roles() == {3: "champion", 4: "challenger"}
+    assert replace(route, shadow=True).roles() == {3: "champion", 4: "shadow"}
+    assert ModelRoute("m", 3, ("a",)).roles() == {3: "champion"}
