@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from serve_app import cli_labels
+from serve_app import cli_drift, cli_labels, demo_drift
+from serve_app.cli_http import admin, get_json, unreachable
 from serve_app.proxy_env import fast_ingress_env
 from serve_app.settings import APP_NAME, AppSettings
 
@@ -46,11 +47,6 @@ def _registry(settings: AppSettings):
 
     Path(settings.home).mkdir(parents=True, exist_ok=True)
     return Registry(settings.registry.tracking_uri or "", settings.artifacts_dir)
-
-
-def _get_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as answer:
-        return json.loads(answer.read())
 
 
 # -- up -------------------------------------------------------------------------------
@@ -114,7 +110,7 @@ def _wait_ready(url: str) -> int:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         try:
-            return int(_get_json(f"{url}/v2/health/ready")["models"])
+            return int(get_json(f"{url}/v2/health/ready")["models"])
         except (urllib.error.URLError, OSError, KeyError, ValueError):
             if time.monotonic() > deadline:
                 raise SystemExit(f"not ready within {READY_TIMEOUT_S} s") from None
@@ -154,7 +150,7 @@ def _print_examples(url: str, registry, settings: AppSettings) -> None:
 # -- status ------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
     try:
-        status = _get_json(f"{args.url}/admin/models")
+        status = get_json(f"{args.url}/admin/models")
     except (urllib.error.URLError, OSError) as error:
         settings = _settings(args)
         models = _registry(settings).sweep(settings.registry.model_filter)
@@ -215,54 +211,27 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 # -- rollouts (admin API) -------------------------------------------------------------------
-def _admin(args: argparse.Namespace, action: str, body: dict[str, Any] | None = None) -> int:
-    from serve_app.serving.auth import ADMIN_TOKEN_ENV, load_token
-
-    token = load_token(ADMIN_TOKEN_ENV)
-    request = urllib.request.Request(
-        f"{args.url}/admin/models/{args.name}/{action}",
-        data=json.dumps(body or {}).encode(),
-        headers={"content-type": "application/json", "authorization": f"Bearer {token or ''}"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            print(json.loads(answer.read())["message"])
-            return 0
-    except urllib.error.HTTPError as error:
-        print(f"{error.code}: {json.loads(error.read()).get('error')}", file=sys.stderr)
-        return 1
-    except (urllib.error.URLError, OSError) as error:
-        return _unreachable(args.url, error)
-
-
-def _unreachable(url: str, error: Exception) -> int:
-    reason = getattr(error, "reason", error)
-    print(f"serve-app is not reachable at {url}: {reason}", file=sys.stderr)
-    return 1
-
-
 def cmd_canary(args: argparse.Namespace) -> int:
-    return _admin(args, "canary", {"weight": args.weight})
+    return admin(args, "canary", {"weight": args.weight})
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    return _admin(args, "promote")
+    return admin(args, "promote")
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    return _admin(args, "rollback")
+    return admin(args, "rollback")
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     try:
         query = f"?since={urllib.parse.quote(args.since)}" if args.since else ""
-        events = _get_json(f"{args.url}/admin/models/{args.name}/history{query}")["events"]
+        events = get_json(f"{args.url}/admin/models/{args.name}/history{query}")["events"]
     except urllib.error.HTTPError as error:
         print(f"{error.code}: {json.loads(error.read()).get('error')}", file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError) as error:
-        return _unreachable(args.url, error)
+        return unreachable(args.url, error)
     if args.json:
         print(json.dumps(events, indent=2))
         return 0
@@ -349,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
             )
 
     cli_labels.add_commands(commands, common, _settings, DEFAULT_URL)
+    cli_drift.add_commands(commands, common, DEFAULT_URL)
+    demo_drift.add_commands(commands, common)
 
     seed = commands.add_parser(
         "seed", help="register the demo models the registry lacks", parents=[common]

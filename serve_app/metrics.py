@@ -246,6 +246,43 @@ class ControllerMetrics:
             tag_keys=("model", "role"),
         )
 
+        # Drift: the last judged window of each model's logged champion traffic.
+        self.drift_psi = metrics.Gauge(
+            "serve_app_drift_psi",
+            description="PSI of a feature (or `score`) in the last window against the reference.",
+            tag_keys=("model", "feature"),
+        )
+        self.drift_alert_rate_ratio = metrics.Gauge(
+            "serve_app_drift_alert_rate_ratio",
+            description="The last window's alert rate over the reference's at the threshold.",
+            tag_keys=("model",),
+        )
+        self.drift_status = metrics.Gauge(
+            "serve_app_drift_status",
+            description="0 steady, 1 a signal breaching (not yet long enough), 2 drifted.",
+            tag_keys=("model",),
+        )
+        self.drift_windows = metrics.Counter(
+            "serve_app_drift_windows",
+            description="Windows judged, by result (clean, breach).",
+            tag_keys=("model", "result"),
+        )
+        self.drift_alarms = metrics.Counter(
+            "serve_app_drift_alarms",
+            description="Drift episodes detected (a breach over consecutive windows).",
+            tag_keys=("model",),
+        )
+        self.retrains = metrics.Counter(
+            "serve_app_retrains",
+            description="Retraining jobs by outcome (started, registered, refused, failed).",
+            tag_keys=("model", "outcome"),
+        )
+        self.retrain_refusals = metrics.Counter(
+            "serve_app_retrain_refusals",
+            description="Retrains refused, by guard (see serve_app/core/retrain_guards.py).",
+            tag_keys=("model", "reason"),
+        )
+
     def export_route(self, name: str, route: ModelRoute, phase: str) -> None:
         """The gauges of one routed model: versions by role, challenger weight, phase."""
         challenger = route.challenger or 0

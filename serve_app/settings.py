@@ -172,6 +172,13 @@ class RolloutPolicy(_Strict):
     guard_max_fpr_rise: float = Field(
         0.01, ge=0, description="Allowed live false-positive rate above the champion's."
     )
+    guard_quality_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="A quality breach must also be this unlikely by chance (one-sided "
+        "two-proportion z-test): at 200 labels an FPR is known to about +-0.01 only.",
+    )
 
     @field_validator("steps")
     @classmethod
@@ -293,6 +300,7 @@ class DriftSettings(_Strict):
     breach is no alarm (1 window in a row: 5 of 10 streams false-alarm; 3: none).
     """
 
+    enabled: bool = Field(True, description="Judge each model's logged traffic for drift.")
     window_rows: int = Field(
         1_000,
         ge=100,
@@ -339,6 +347,57 @@ class DriftSettings(_Strict):
     )
 
 
+class RetrainSettings(_Strict):
+    """Retraining on logged traffic and matured labels (serve_app/retraining), and the
+    guards against a bad retrain (serve_app/core/retrain_guards.py)."""
+
+    on_drift: bool = Field(True, description="Start a retrain when drift is detected.")
+    data_window_days: float = Field(
+        30.0, gt=0, description="Logged rows this recent make the training set."
+    )
+    label_maturity_s: float = Field(
+        0.0,
+        ge=0,
+        description="Rows younger than this are left out: their labels may still change "
+        "(card disputes take up to 120 days; 0 takes every labelled row).",
+    )
+    holdout_fraction: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="The newest share of the labelled rows (by time, never at random) held "
+        "out as the new evaluation set, on which champion and challenger are gated.",
+    )
+    min_labelled_rows: int = Field(2_000, ge=1, description="Fewer: refused (too_few_rows).")
+    min_frauds: int = Field(
+        200,
+        ge=1,
+        description="Labelled frauds needed: the gate's recall margin of 0.05 is noise with "
+        "fewer than a few hundred (too_few_frauds).",
+    )
+    max_label_rate_ratio: float = Field(
+        3.0,
+        gt=1,
+        description="Label rate allowed against the serving version's evaluation set, "
+        "either way (implausible_label_rate: a broken or poisoned feed).",
+    )
+    leakage_auc: float = Field(
+        0.98, gt=0.5, le=1, description="A feature that alone ranks labels this well leaks."
+    )
+    cooldown_s: float = Field(
+        21_600.0, ge=0, description="No retrain within this of the model's last new version."
+    )
+    retry_s: float = Field(
+        600.0, ge=0, description="After a refused or failed retrain, wait this long to retry."
+    )
+    max_concurrent: int = Field(1, ge=1, description="Retraining jobs at once, all models.")
+    num_cpus: float = Field(
+        0.0,
+        ge=0,
+        description="CPUs the Ray task reserves (0: it runs beside the replicas, one thread).",
+    )
+
+
 class AppSettings(_Strict):
     home: str = Field(DEFAULT_HOME, description=f"State folder; env ${HOME_ENV} wins.")
     router: RouterSettings = RouterSettings()
@@ -353,6 +412,7 @@ class AppSettings(_Strict):
     labels: LabelSettings = LabelSettings()
     quality: QualitySettings = QualitySettings()
     drift: DriftSettings = DriftSettings()
+    retrain: RetrainSettings = RetrainSettings()
 
     @field_validator("pools")
     @classmethod

@@ -6,8 +6,10 @@ a heavy-tailed `amount` nearly every row falls in the first equal-width bin and 
 hides there (equal-width PSI ~5x lower, benchmarks/drift_detection.py); on the score they
 also see a calibration shift (scores x1.5: PSI 0.7 in deciles, 0.03 equal-width). A shift
 inside the top decile moves no decile, so the alert rate at the threshold is judged too.
-The monitor reads the prediction log in windows (`read_window`); a `DriftTracker` per
-serving version turns the readings into one alarm per drift episode.
+The prediction log's writer bins each replica's rows against the serving version's
+reference (`bin_window`); the monitor merges the counts into windows (`WindowCounts`) and
+judges them (`judge_counts`); a `DriftTracker` per serving version turns the readings
+into one alarm per drift episode.
 """
 
 from __future__ import annotations
@@ -168,21 +170,50 @@ class WindowReading:
         return self.alerts / self.rows
 
 
-def read_window(
+@dataclass(frozen=True)
+class WindowCounts:
+    """Logged rows binned against a reference: what a replica ships, mergeable across
+    replicas and over time, so no feature value leaves the replica for drift's sake.
+
+    `bins` is [columns, width + 1]: per column (features, then the score) the rows in each
+    reference bin, the last slot its missing rows."""
+
+    bins: np.ndarray
+    rows: int
+    alerts: int
+    start: float | None = None
+    end: float | None = None
+
+    def merge(self, other: WindowCounts) -> WindowCounts:
+        if self.bins.shape != other.bins.shape:
+            raise ValueError("counts binned against different references cannot be merged")
+        starts = [t for t in (self.start, other.start) if t is not None]
+        ends = [t for t in (self.end, other.end) if t is not None]
+        return WindowCounts(
+            self.bins + other.bins,
+            self.rows + other.rows,
+            self.alerts + other.alerts,
+            min(starts) if starts else None,
+            max(ends) if ends else None,
+        )
+
+
+def bin_window(
     profile: ReferenceProfile,
     rows: np.ndarray,
     scores: np.ndarray,
     decisions: np.ndarray,
     times: np.ndarray | None = None,
-) -> WindowReading:
-    """The window's figures; one searchsorted per column and one bincount for them all."""
+) -> WindowCounts:
+    """Rows [n, features] with their scores and decisions, binned: one searchsorted per
+    column and one bincount for them all."""
     scores = np.asarray(scores).ravel()
     if not scores.size:
         raise ValueError("an empty window cannot be read")
     columns = np.vstack([np.asarray(rows, dtype=np.float32).T, scores.astype(np.float32)])
     if columns.shape != (len(profile.features), scores.size) or len(decisions) != scores.size:
         raise ValueError(f"need rows [{scores.size}, {len(profile.features) - 1}] and decisions")
-    edges, ref_counts, valid, ref_missing = profile._bins
+    edges, ref_counts, _, _ = profile._bins
     n_cols, width = ref_counts.shape
     bins = np.empty(columns.shape, dtype=np.intp)
     for i, column_edges in enumerate(edges):  # side="left": edges[i-1] < x <= edges[i]
@@ -190,22 +221,41 @@ def read_window(
     bins[np.isnan(columns)] = width  # one slot per column past its bins for the missing rows
     flat = (bins + (np.arange(n_cols) * (width + 1))[:, None]).ravel()
     counts = np.bincount(flat, minlength=n_cols * (width + 1)).reshape(n_cols, width + 1)
-    psi = _psi(ref_counts, counts[:, :-1], valid)
-    alerts, start, end = int(np.count_nonzero(decisions)), None, None
+    start = end = None
     if times is not None and len(times):
         start, end = float(np.min(times)), float(np.max(times))
-    names, missing = profile.names, (counts[:, -1] / scores.size).tolist()
+    return WindowCounts(counts, int(scores.size), int(np.count_nonzero(decisions)), start, end)
+
+
+def judge_counts(profile: ReferenceProfile, window: WindowCounts) -> WindowReading:
+    """The window's figures against the reference it was binned with."""
+    _, ref_counts, valid, ref_missing = profile._bins
+    if window.bins.shape != (ref_counts.shape[0], ref_counts.shape[1] + 1) or not window.rows:
+        raise ValueError("the counts were not binned against this reference")
+    psi = _psi(ref_counts, window.bins[:, :-1], valid)
+    names, missing = profile.names, (window.bins[:, -1] / window.rows).tolist()
     return WindowReading(
-        rows=int(scores.size),
-        start=start,
-        end=end,
+        rows=window.rows,
+        start=window.start,
+        end=window.end,
         psi={n: None if math.isnan(v) else v for n, v in zip(names, psi.tolist(), strict=True)},
         missing_rate=dict(zip(names, missing, strict=True)),
         reference_missing_rate=dict(ref_missing),
-        alerts=alerts,
+        alerts=window.alerts,
         expected_alert_rate=profile.alert_rate,
-        alert_p_value=_alert_p_value(profile.alerts, profile.rows, alerts, int(scores.size)),
+        alert_p_value=_alert_p_value(profile.alerts, profile.rows, window.alerts, window.rows),
     )
+
+
+def read_window(
+    profile: ReferenceProfile,
+    rows: np.ndarray,
+    scores: np.ndarray,
+    decisions: np.ndarray,
+    times: np.ndarray | None = None,
+) -> WindowReading:
+    """One window of rows judged at once (`bin_window`, then `judge_counts`)."""
+    return judge_counts(profile, bin_window(profile, rows, scores, decisions, times))
 
 
 def _psi(expected: np.ndarray, actual: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -10,8 +10,10 @@ comparison as False and survive JSON as an invalid token.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -245,7 +247,9 @@ def quality_breach(
     """Challenger against champion on the same cohorts (see `common_days`), once labelled.
 
     Recall needs `guard_quality_min_frauds` frauds on each side; the false-positive rate
-    needs `guard_quality_min_labels` legitimate rows on each side.
+    needs `guard_quality_min_labels` legitimate rows on each side. A breach is a gap over
+    the policy's margin that is also significant (`_worse`): a few hundred labels measure
+    a rate only roughly, and a rollback on noise throws away a better model.
     """
     if min(champion.labelled, challenger.labelled) < policy.guard_quality_min_labels:
         return None
@@ -253,7 +257,9 @@ def quality_breach(
     if min(champion.frauds, challenger.frauds) >= policy.guard_quality_min_frauds:
         ours, theirs = challenger.recall, champion.recall
         assert ours is not None and theirs is not None
-        if theirs - ours > policy.guard_max_recall_drop + _EPS:
+        if theirs - ours > policy.guard_max_recall_drop + _EPS and _worse(
+            (ours, challenger.frauds), (theirs, champion.frauds), policy.guard_quality_alpha
+        ):
             reasons.append(
                 f"live recall {ours:.3f} ({challenger.frauds} frauds) vs the champion's "
                 f"{theirs:.3f} ({champion.frauds} frauds) on the same cohorts, "
@@ -262,13 +268,25 @@ def quality_breach(
     if min(champion.legit, challenger.legit) >= policy.guard_quality_min_labels:
         ours, theirs = challenger.false_positive_rate, champion.false_positive_rate
         assert ours is not None and theirs is not None
-        if ours - theirs > policy.guard_max_fpr_rise + _EPS:
+        if ours - theirs > policy.guard_max_fpr_rise + _EPS and _worse(
+            (theirs, champion.legit), (ours, challenger.legit), policy.guard_quality_alpha
+        ):
             reasons.append(
                 f"live false-positive rate {ours:.4f} ({challenger.legit} legitimate) vs the "
                 f"champion's {theirs:.4f} ({champion.legit} legitimate) on the same cohorts, "
                 f"more than {policy.guard_max_fpr_rise} above"
             )
     return RollBack("; ".join(reasons), "quality") if reasons else None
+
+
+def _worse(low: tuple[float, int], high: tuple[float, int], alpha: float) -> bool:
+    """Whether rate `high` exceeds rate `low` at level `alpha` (one-sided two-proportion
+    z-test, unpooled), each given as (rate, rows)."""
+    (p1, n1), (p2, n2) = low, high
+    spread = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+    if spread == 0:
+        return p2 > p1
+    return (p2 - p1) / spread > NormalDist().inv_cdf(1 - alpha)
 
 
 def threshold_for_alert_rate(scores: np.ndarray, rate: float) -> float:

@@ -229,6 +229,14 @@ class LabelStore:
             version: (rows, _labelled(joined.get(version, []))) for version, rows in counts.items()
         }
 
+    def labels_of(self, model: str) -> list[tuple[str, int, int]]:
+        """Every stored label of `model`: (request id, row, label), for a training set."""
+        query = sa.select(labels.c.request_id, labels.c.row, labels.c.label).where(
+            labels.c.model == model
+        )
+        with self._engine.connect() as db:
+            return [tuple(found) for found in db.execute(query)]
+
     def prune(self, now: float | None = None) -> int:
         """Forget predictions (and labels) older than the retention; returns rows removed."""
         cutoff = (now or time.time()) - self.retention_s

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from serve_app.labels.store import LabelStore, StoreSink
+from serve_app.predictions.drift_sink import DriftCounter
 from serve_app.predictions.records import LoggedBatch
 from serve_app.predictions.sinks import QUEUE_FULL, SHUTDOWN, Sink, Tally
 from serve_app.settings import AppSettings, PredictionLogSettings
@@ -39,6 +40,7 @@ class PredictionLog:
         self._settings = settings
         self._sinks = tuple(sinks)
         self.tally = tally
+        self.drift = next((s for s in self._sinks if isinstance(s, DriftCounter)), None)
         self._queue: deque[LoggedBatch] = deque()
         self._queued_rows = 0
         self._lock = threading.Lock()
@@ -164,7 +166,7 @@ def open_prediction_log(
     settings: AppSettings, writer_tag: str, store: LabelStore
 ) -> PredictionLog | None:
     """The replica's prediction log with its sinks (None when logging is off): the
-    configured sink and the label store's join index."""
+    configured sink, the label store's join index and the drift monitor's counts."""
     log = settings.prediction_log
     if not log.enabled:
         return None
@@ -186,4 +188,7 @@ def open_prediction_log(
             log.file_max_age_s,
             writer_tag,
         )
-    return PredictionLog(log, [primary, StoreSink(store, tally)], tally)
+    sinks = [primary, StoreSink(store, tally)]
+    if settings.drift.enabled:
+        sinks.append(DriftCounter())
+    return PredictionLog(log, sinks, tally)

@@ -158,6 +158,9 @@ class Registry:
         artifact = ModelArtifact(name, version, onnx_bytes, features, threshold)
         return FetchedVersion(artifact, rows, eval_figures_from_tags(tags))
 
+    def version_tags(self, name: str, version: int) -> dict[str, str]:
+        return dict(self.client.get_model_version(name, str(version)).tags or {})
+
     def reference_profile(self, name: str, version: int) -> str | None:
         """The version's drift reference (JSON, core/drift.py), None if it has none."""
         uri = self.client.get_model_version(name, str(version)).tags.get(PROFILE_TAG)

@@ -12,7 +12,6 @@ import itertools
 import time
 from collections.abc import Callable
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
@@ -24,6 +23,7 @@ from serve_app.registry.register import champion_model
 from serve_app.runtime.convert import convert_checked
 from serve_app.runtime.evaluation import calibrate, reference_profile
 from serve_app.runtime.onnx import ModelArtifact, OnnxModel
+from serve_app.runtime.training import DEFAULT_PARAMS, TRAIN_PARAMS_TAG, params_tag, train_booster
 
 PRODUCTS = ("card", "transfer", "wallet", "p2p", "ecommerce", "atm", "ach", "crypto", "loan")
 REGIONS = ("eu", "us", "uk", "apac", "latam", "mena")
@@ -97,19 +97,6 @@ def _intercept_for_rate(signal: np.ndarray, rate: float) -> float:
     return (low + high) / 2
 
 
-def train_booster(frame: pd.DataFrame, labels: np.ndarray, rounds: int = 60) -> lgb.Booster:
-    params = {
-        "objective": "binary",
-        "num_leaves": 15,
-        "learning_rate": 0.08,
-        "min_data_in_leaf": 40,
-        "verbose": -1,
-        "num_threads": 1,  # 2 threads on 2 busy cores thrash: 10x slower
-        "seed": 7,
-    }
-    return lgb.train(params, lgb.Dataset(frame, labels), num_boost_round=rounds)
-
-
 def seed_model(registry: Registry, name: str, alias: str | None = CHAMPION, salt: str = "") -> int:
     """Train, convert, check and register one demo model; returns the new version."""
     train, train_labels = synthetic_transactions(name, TRAIN_ROWS, salt + "train")
@@ -132,6 +119,7 @@ def seed_model(registry: Registry, name: str, alias: str | None = CHAMPION, salt
         tags={
             "eval_auc": f"{auc:.4f}",
             "origin": "serve-app demo seed",
+            TRAIN_PARAMS_TAG: params_tag(DEFAULT_PARAMS),
             **calibration_tags(found.threshold, found.recall, found.false_positive_rate),
         },
         profile=reference_profile(model, held_out.to_numpy(), found.threshold),

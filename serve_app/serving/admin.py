@@ -87,6 +87,23 @@ class AdminEndpoints:
         auth.require_admin(request.headers.get("authorization"), self._admin_token)
         return admin_answer(await self._controller.rollback.remote(found.name))
 
+    async def admin_drift(self, request: Request, found: http.Match) -> Response:
+        """The model's drift monitor and retraining state (`serve-app drift NAME`)."""
+        found_state = await self._controller.drift_report.remote(found.name)
+        if found_state is None:
+            raise NotFound(f"model '{found.name}' is not served")
+        return json_response(found_state)
+
+    async def admin_retrain(self, request: Request, found: http.Match) -> Response:
+        auth.require_admin(request.headers.get("authorization"), self._admin_token)
+        if self._state.table.get(found.name or "") is None:
+            raise NotFound(f"model '{found.name}' is not served")
+        started = await self._controller.start_retrain.remote(found.name)
+        if not started["started"]:
+            return json_response({"error": f"retrain refused ({started['reason']}): "
+                                  f"{started['detail']}"}, 409)  # fmt: skip
+        return json_response({"message": f"retraining '{found.name}' on the cluster"}, 202)
+
     async def admin_history(self, request: Request, found: http.Match) -> Response:
         since = http.parse_since(request.query_params.get("since"), time.time())
         events = await self._controller.history.remote(found.name, since)

@@ -45,10 +45,12 @@ from serve_app.registry.mlflow_registry import (
     VersionNotFound,
 )
 from serve_app.runtime.onnx import ModelArtifact, ModelLoadError, load_checked
+from serve_app.serving.drift_watch import DriftWatch
 from serve_app.serving.operator import OperatorActions
 from serve_app.serving.publishing import TablePublisher
 from serve_app.serving.quality_watch import QualityWatch
 from serve_app.serving.replica_channel import ReplicaChannel
+from serve_app.serving.retrain_watch import RetrainWatch
 from serve_app.serving.rollout_steps import RolloutSteps
 from serve_app.settings import AppSettings, RolloutPolicy
 
@@ -64,7 +66,15 @@ POLICY_TAG = "serve_app.rollout_policy"
     health_check_period_s=5,
     logging_config={"enable_access_log": False},  # replicas long-poll it all the time
 )
-class Controller(RolloutSteps, ReplicaChannel, OperatorActions, QualityWatch, TablePublisher):
+class Controller(
+    RolloutSteps,
+    ReplicaChannel,
+    OperatorActions,
+    QualityWatch,
+    DriftWatch,
+    RetrainWatch,
+    TablePublisher,
+):
     def __init__(self) -> None:
         self._settings = AppSettings()
         self._registry: Registry | None = None
@@ -98,6 +108,8 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions, QualityWatch, Ta
         self._metrics = ControllerMetrics()
         self._poller: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # one reconcile or admin action at a time
+        self._init_drift()
+        self._init_retraining()
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         self._settings = AppSettings.model_validate(config)
@@ -140,6 +152,7 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions, QualityWatch, Ta
             await asyncio.sleep(self._settings.registry.poll_interval_s)
 
     async def reconcile(self) -> None:
+        self._tend_retrains()  # first: a finished job's challenger is its own, not a stranger
         models = await self._io(self._registry.sweep, self._settings.registry.model_filter)
         self._aliases = {name: info.aliases for name, info in models.items()}
         self._policies = {name: self._policy(info.tags) for name, info in models.items()}
@@ -150,6 +163,8 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions, QualityWatch, Ta
             self._forget(name)
         await self._adopt_champions(todo.to_load)
         for name, info in models.items():
+            if name in self._retrain_jobs:
+                continue  # its challenger is gated once the job that set it is collected
             challenger = info.aliases.get(CHALLENGER)
             await self._isolated(name, self._follow_challenger(name, challenger, info.tags))
         for name in list(self._rollouts):
@@ -243,6 +258,7 @@ class Controller(RolloutSteps, ReplicaChannel, OperatorActions, QualityWatch, Ta
         ):
             state.pop(name, None)
         self._control_errors.pop(name, None)
+        self._forget_drift(name)
         self._metrics.forget_model(name)
         self._record(name, "removed", "no longer in the registry")
 

@@ -28,6 +28,8 @@ ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("GET", "admin_models", r"/admin/models"),
         ("GET", "admin_history", rf"/admin/models/{_NAME}/history"),
         ("GET", "admin_quality", rf"/admin/models/{_NAME}/quality"),
+        ("GET", "admin_drift", rf"/admin/models/{_NAME}/drift"),
+        ("POST", "admin_retrain", rf"/admin/models/{_NAME}/retrain"),
         ("POST", "admin_canary", rf"/admin/models/{_NAME}/canary"),
         ("POST", "admin_promote", rf"/admin/models/{_NAME}/promote"),
         ("POST", "admin_rollback", rf"/admin/models/{_NAME}/rollback"),

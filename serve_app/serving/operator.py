@@ -86,6 +86,8 @@ class OperatorActions:
                     v: why for (n, v), why in self._rejected.items() if n == name
                 },
                 "control_error": self._control_errors.get(name) or self._placement_errors.get(name),
+                "drift": self.drift_status(name)["status"],
+                "retraining": name in self._retrain_jobs,
             }
         return {
             "registry_uri": self._settings.registry.tracking_uri,
@@ -104,6 +106,11 @@ class OperatorActions:
             },
             "models": models,
         }
+
+    async def drift_report(self, name: str) -> dict[str, Any] | None:
+        if name not in self._table.routes:
+            return None
+        return {"model": name, **self.drift_status(name), "retrain": self.retrain_status(name)}
 
     def _window_summary(self, name: str, rollout: Rollout) -> dict[str, Any]:
         windows = self._windows.get(name, {})

@@ -70,4 +70,5 @@ class TablePublisher:
             phase = self._rollouts[name].phase if name in self._rollouts else "idle"
             self._metrics.export_route(name, route, phase)
             self._export_quality(name)
+            self._export_drift(name)
         self._metrics.models_routed.set(len(self._table.routes))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from serve_app.core.drift import WindowCounts
 from serve_app.core.routing import RoutingTable
 from serve_app.core.stats import VersionWindow
 from serve_app.runtime.onnx import ModelArtifact
@@ -23,6 +24,7 @@ class ReplicaChannel:
         opens: int,
         traffic: dict[str, int],
         windows: dict[str, dict[int, VersionWindow]],
+        drift: dict[tuple[str, int], WindowCounts],
         stamp: tuple[str, int],
         wait_s: float,
     ) -> RoutingTable | None:
@@ -39,6 +41,8 @@ class ReplicaChannel:
                 current = self._windows[name]
                 for version, window in by_version.items():
                     current[version] = current.get(version, VersionWindow()).merge(window)
+        if drift:
+            self._take_drift_counts(drift)
         if self._table.revision == 0 or self._table.stamp == tuple(stamp):
             changed = self._table_changed
             try:
@@ -67,6 +71,14 @@ class ReplicaChannel:
             "revision": known.get("revision", 0) if revision is None else revision,
             "requests": known.get("requests", 0) + requests,
         }
+
+    async def drift_profile(self, name: str, version: int) -> str | None:
+        """A version's drift reference profile (JSON), None if it has none; raises while
+        the registry cannot be read (the replica asks again)."""
+        key = (name, version)
+        if key not in self._profile_texts:
+            self._profile_texts[key] = await self._io(self._registry.reference_profile, *key)
+        return self._profile_texts[key]
 
     async def artifact(self, name: str, version: int) -> ModelArtifact | str | None:
         """A checked version's bytes; None if it does not exist, a reason if it is unusable."""

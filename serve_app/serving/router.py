@@ -22,9 +22,11 @@ from starlette.responses import Response
 
 from serve_app.core.autoscaling import BUSY, BusyClock
 from serve_app.core.cache import PredictionCache
+from serve_app.core.drift import ReferenceProfile
 from serve_app.core.routing import RoutingTable
 from serve_app.labels.store import LabelStore
 from serve_app.metrics import ScoringMetrics
+from serve_app.predictions.drift_sink import DriftCounter
 from serve_app.predictions.writer import PredictionLog, open_prediction_log
 from serve_app.protocol.errors import Conflict, NotFound, ServeAppError
 from serve_app.runtime.onnx import ModelArtifact
@@ -160,6 +162,7 @@ class Router:
         while True:
             try:
                 traffic, windows = self._observer.drain()
+                drift = self._log.drift if self._log is not None else None
                 table = await self._controller.sync.remote(
                     self._replica_id,
                     self._node_id,
@@ -167,14 +170,28 @@ class Router:
                     self._fast.opens,
                     traffic,
                     windows,
+                    drift.take() if drift is not None else {},
                     self.table.stamp,
                     SYNC_WAIT_S,
                 )
                 if table is not None:
                     await self._adopt(table)
+                if drift is not None:
+                    await self._fetch_profiles(drift)
             except Exception as error:  # the controller is restarting: keep the old table
                 logger.warning("routing table sync failed: %s", error)
                 await asyncio.sleep(1.0)
+
+    async def _fetch_profiles(self, drift: DriftCounter) -> None:
+        """The reference profiles the drift counter asked for (once per version)."""
+        for name, version in drift.wanted():
+            try:
+                found = await self._controller.drift_profile.remote(name, version)
+            except Exception as error:  # the registry is away: asked again next sync
+                logger.warning("drift profile of %s v%s not fetched: %s", name, version, error)
+                continue
+            profile = None if found is None else ReferenceProfile.from_json(found)
+            drift.install((name, version), profile)
 
     async def _adopt(self, table: RoutingTable) -> None:
         """Open the new versions of open models first, then switch tables at once."""

@@ -34,8 +34,10 @@ GUARD_MODEL = "fraud-wallet-us"
 ROWS_PER_REQUEST = 4
 
 
-def score_batches(service, name: str, frame, prefix: str) -> dict[str, dict]:
-    """V2 requests of ROWS_PER_REQUEST rows each, with ids; the answers by request id."""
+def score_batches(service, name: str, frame, prefix: str, offset: int = 0) -> dict[str, dict]:
+    """V2 requests of ROWS_PER_REQUEST rows each, with ids; the answers by request id
+    (`first`: the request's first row in the whole frame, of which `frame` starts at
+    `offset`)."""
     answers = {}
     values = frame[list(FEATURES)].to_numpy().tolist()
     for start in range(0, len(values), ROWS_PER_REQUEST):
@@ -46,7 +48,7 @@ def score_batches(service, name: str, frame, prefix: str) -> dict[str, dict]:
         assert body["id"] == request_id and headers["x-request-id"] == request_id
         probability, decision = body["outputs"]
         answers[request_id] = {
-            "first": start,
+            "first": offset + start,
             "version": int(body["model_version"]),
             "scores": probability["data"],
             "decisions": decision["data"],

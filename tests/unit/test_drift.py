@@ -219,3 +219,23 @@ def test_tracker_state_survives_json():
     assert isinstance(tracker.status, Drifted)
     again = DriftTracker.from_dict(POLICY, json.loads(json.dumps(tracker.to_dict())))
     assert again.status == tracker.status
+
+
+def test_counts_merged_across_replicas_read_as_one_window(stream):
+    """What replicas ship (binned counts) adds up to the window read at once."""
+    from serve_app.core.drift import bin_window, judge_counts
+
+    x, scores, decided, times = stream.window(3, SHIFT["amount x2"], "merge")
+    parts = [
+        bin_window(stream.reference, x[a:b], scores[a:b], decided[a:b], times[a:b])
+        for a, b in ((0, 300), (300, 301), (301, len(scores)))
+    ]
+    merged = parts[0].merge(parts[1]).merge(parts[2])
+    assert judge_counts(stream.reference, merged) == read_window(
+        stream.reference, x, scores, decided, times
+    )
+    other = build_profile(FEATURES[:3], x[:, :3], scores, 0.5)
+    with pytest.raises(ValueError, match="different references"):
+        merged.merge(bin_window(other, x[:, :3], scores, decided))
+    with pytest.raises(ValueError, match="not binned against this reference"):
+        judge_counts(other, merged)

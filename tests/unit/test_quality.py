@@ -371,14 +371,31 @@ def test_both_breaches_are_reported_together():
 
 
 def test_within_margins_including_exactly_at_them():
+    """The margins alone: alpha 0.5 makes any gap in the bad direction significant."""
+    margins = RolloutPolicy(guard_quality_alpha=0.5)
     champion = quality(40, 32, 2000, 20)  # recall 0.80, fpr 0.01
-    assert quality_breach(POLICY, champion, quality(40, 30, 2000, 40)) is None  # 0.05, 0.01
-    assert quality_breach(POLICY, champion, quality(40, 31, 2000, 30)) is None
-    assert quality_breach(POLICY, champion, quality(40, 29, 2000, 20)) is not None
-    assert quality_breach(POLICY, champion, quality(40, 32, 2000, 41)) is not None
-    strict = RolloutPolicy(guard_max_recall_drop=0.0, guard_max_fpr_rise=0.0)
+    assert quality_breach(margins, champion, quality(40, 30, 2000, 40)) is None  # 0.05, 0.01
+    assert quality_breach(margins, champion, quality(40, 31, 2000, 30)) is None
+    assert quality_breach(margins, champion, quality(40, 29, 2000, 20)) is not None
+    assert quality_breach(margins, champion, quality(40, 32, 2000, 41)) is not None
+    strict = RolloutPolicy(
+        guard_max_recall_drop=0.0, guard_max_fpr_rise=0.0, guard_quality_alpha=0.5
+    )
     assert quality_breach(strict, champion, champion) is None
     assert quality_breach(strict, champion, quality(40, 31, 2000, 20)) is not None
+
+
+def test_a_gap_over_the_margin_must_also_be_significant():
+    """Seen in the drift demo: 227 legitimate rows put an FPR of 0.0485 within noise of the
+    champion's 0.0253 (z 1.6); a rollback then would throw away the better model."""
+    champion = quality(100, 80, 3239, 82)  # fpr 0.0253
+    noisy = quality(10, 8, 227, 11)  # fpr 0.0485
+    assert quality_breach(POLICY, champion, noisy) is None
+    assert quality_breach(RolloutPolicy(guard_quality_alpha=0.5), champion, noisy) is not None
+    many = quality(100, 80, 2270, 110)  # the same rate on ten times the rows: z 4.4
+    assert quality_breach(POLICY, champion, many) is not None
+    recall_40 = quality(40, 29, 2000, 20)  # 0.725 vs 0.80 on 40 frauds: z 0.8
+    assert quality_breach(POLICY, quality(40, 32, 2000, 20), recall_40) is None
 
 
 def test_a_better_challenger_passes():

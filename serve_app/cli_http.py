@@ -1,0 +1,43 @@
+"""How the CLI talks to a running serve-app: JSON reads, admin actions with the token."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
+        return json.loads(answer.read())
+
+
+def admin(args: argparse.Namespace, action: str, body: dict[str, Any] | None = None) -> int:
+    """POST an admin action for `args.name`; print its message or error."""
+    from serve_app.serving.auth import ADMIN_TOKEN_ENV, load_token
+
+    token = load_token(ADMIN_TOKEN_ENV)
+    request = urllib.request.Request(
+        f"{args.url}/admin/models/{args.name}/{action}",
+        data=json.dumps(body or {}).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {token or ''}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            print(json.loads(answer.read())["message"])
+            return 0
+    except urllib.error.HTTPError as error:
+        print(f"{error.code}: {json.loads(error.read()).get('error')}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as error:
+        return unreachable(args.url, error)
+
+
+def unreachable(url: str, error: Exception) -> int:
+    reason = getattr(error, "reason", error)
+    print(f"serve-app is not reachable at {url}: {reason}", file=sys.stderr)
+    return 1
