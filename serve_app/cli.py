@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from serve_app import cli_drift, cli_labels, demo_drift
-from serve_app.cli_http import admin, get_json, unreachable
+from serve_app.cli_http import admin, get_json, read_or_exit
 from serve_app.proxy_env import fast_ingress_env
 from serve_app.settings import APP_NAME, AppSettings
 
@@ -224,14 +224,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    try:
-        query = f"?since={urllib.parse.quote(args.since)}" if args.since else ""
-        events = get_json(f"{args.url}/admin/models/{args.name}/history{query}")["events"]
-    except urllib.error.HTTPError as error:
-        print(f"{error.code}: {json.loads(error.read()).get('error')}", file=sys.stderr)
-        return 1
-    except (urllib.error.URLError, OSError) as error:
-        return unreachable(args.url, error)
+    query = f"?since={urllib.parse.quote(args.since)}" if args.since else ""
+    events = read_or_exit(args.url, f"/admin/models/{args.name}/history{query}")["events"]
     if args.json:
         print(json.dumps(events, indent=2))
         return 0
@@ -351,7 +345,13 @@ def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SystemExit as done:  # a command that could not go on: its code, or its reason
+        if isinstance(done.code, int):
+            return done.code
+        print(done.code, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,24 +6,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-import urllib.error
 from typing import Any
 
-from serve_app.cli_http import admin, get_json, unreachable
+from serve_app.cli_http import admin, read_or_exit
 
 PSI_SHOWN = 13  # the demo models' features and the score
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    try:
-        report = get_json(f"{args.url}/admin/models/{args.name}/drift", timeout=30)
-    except urllib.error.HTTPError as error:
-        print(f"{error.code}: {json.loads(error.read()).get('error')}", file=sys.stderr)
-        return 1
-    except (urllib.error.URLError, OSError) as error:
-        return unreachable(args.url, error)
+    report = read_or_exit(args.url, f"/admin/models/{args.name}/drift")
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -72,18 +64,15 @@ def _clock(at: float | None) -> str:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    url = f"{args.url}/admin/models/{args.name}/drift"
-    try:
-        before = get_json(url, timeout=30)["retrain"]["last"]
-    except (urllib.error.URLError, OSError) as error:
-        return unreachable(args.url, error)
+    path = f"/admin/models/{args.name}/drift"
+    before = read_or_exit(args.url, path)["retrain"]["last"]
     started = admin(args, "retrain")
     if started or not args.wait:
         return started
     deadline = time.monotonic() + args.wait
     while time.monotonic() < deadline:
         time.sleep(2.0)
-        retrain = get_json(url, timeout=30)["retrain"]
+        retrain = read_or_exit(args.url, path)["retrain"]
         if retrain["running"] is None and retrain["last"] != before:
             last = retrain["last"]
             print(f"{last['outcome']}: {last['detail']} ({last['took_s']:.0f} s)")

@@ -15,6 +15,17 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         return json.loads(answer.read())
 
 
+def read_or_exit(base_url: str, path: str, timeout: float = 30.0) -> Any:
+    """GET `base_url + path` as JSON; on an error answer or no answer, say why and exit 1."""
+    try:
+        return get_json(f"{base_url}{path}", timeout=timeout)
+    except urllib.error.HTTPError as error:
+        print(f"{error.code}: {json.loads(error.read()).get('error')}", file=sys.stderr)
+    except (urllib.error.URLError, OSError) as error:
+        unreachable(base_url, error)
+    raise SystemExit(1)
+
+
 def admin(args: argparse.Namespace, action: str, body: dict[str, Any] | None = None) -> int:
     """POST an admin action for `args.name`; print its message or error."""
     from serve_app.serving.auth import ADMIN_TOKEN_ENV, load_token

@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,6 +63,7 @@ DEMO_ARGS = {  # what the demo changes from configs/serve_config.yaml, and why
     },
 }
 FINAL = {"promoted", "rolled_back", "gate_rejected"}
+MILESTONES = ("drift_detected", "retrain_started", "retrain_registered", "gate_passed", "promoted")
 SHOWN = (
     "drift_detected",
     "retrain_started",
@@ -145,11 +147,14 @@ def _post(url: str, body: object) -> int:
         return 0
 
 
-def serve_config(home: Path) -> Path:
+POLICIES = {"demo": DEMO_ARGS, "default": {}}  # default: configs/serve_config.yaml as shipped
+
+
+def serve_config(home: Path, overrides: dict) -> Path:
     shipped = Path(__file__).resolve().parents[1] / "configs" / "serve_config.yaml"
     document = yaml.safe_load(shipped.read_text())
     args = document["applications"][0]["args"]
-    for section, values in DEMO_ARGS.items():
+    for section, values in overrides.items():
         args[section] = {**(args.get(section) or {}), **values}
     args["home"] = str(home)
     path = home / "demo_serve_config.yaml"
@@ -157,13 +162,21 @@ def serve_config(home: Path) -> Path:
     return path
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class Result:
+    policy: str
+    outcome: str  # the final event's kind, or "timeout"
+    timeline: list[tuple[float, str, str]]  # (seconds after the shift, kind, detail)
+    requests: int
+    failures: int
+    lags_s: list[float]  # per judged window: judged at, minus its newest row's time
+
+
+def demonstrate(
+    policy: str, steady_s: float, label_delay_s: float, timeout_s: float, keep: bool, say
+) -> Result:
+    """One run of the loop on a fresh home; serve-app stopped and the home removed after."""
     home = Path(tempfile.mkdtemp(prefix="serve-app-demo-"))
-    started = time.time()
-
-    def say(line: str) -> None:
-        print(f"[{time.time() - started:6.1f} s] {line}", flush=True)
-
     from serve_app.registry.mlflow_registry import Registry
     from serve_app.registry.seed import seed_demo_models
 
@@ -171,24 +184,22 @@ def run(args: argparse.Namespace) -> int:
     seed_demo_models(Registry(f"sqlite:///{home / 'mlflow.db'}", home / "artifacts"), 1, say)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [
-        str(Path(sys.executable).with_name("serve-app")),
-        "--config",
-        str(serve_config(home)),
-    ]
-    command += ["--home", str(home), "up", "--port", str(port), "--no-seed"]
-    say("starting serve-app up with the demo policy ...")
+    command = [str(Path(sys.executable).with_name("serve-app")), "--config"]
+    command += [str(serve_config(home, POLICIES[policy])), "--home", str(home)]
+    command += ["up", "--port", str(port), "--no-seed"]
+    say(f"starting serve-app up with the {policy} policy ...")
     server = subprocess.Popen(command, stdout=(home / "up.log").open("w"), stderr=subprocess.STDOUT)
-    traffic = Traffic(url, MODEL, args.label_delay)
+    traffic = Traffic(url, MODEL, label_delay_s)
+    outcome, timeline, lags = "not started", [], []
     try:
         _wait_ready(url, server)
-        say(f"serving at {url}; steady traffic for {args.steady:g} s, labels late by "
-            f"{args.label_delay:g} s")  # fmt: skip
+        say(f"serving at {url}; steady traffic for {steady_s:g} s, labels late by "
+            f"{label_delay_s:g} s")  # fmt: skip
         traffic.start()
-        time.sleep(args.steady)
+        time.sleep(steady_s)
         traffic.shift_at = time.time()
         say("NEW FRAUD PATTERN: amounts x3, frauds follow other weights")
-        outcome = _follow(url, traffic, args.timeout, started)
+        outcome, timeline, lags = _follow(url, traffic, timeout_s)
     finally:
         traffic.stop.set()
         if traffic.is_alive():
@@ -198,10 +209,20 @@ def run(args: argparse.Namespace) -> int:
             server.wait(timeout=90)
         except subprocess.TimeoutExpired:
             server.kill()
-        if not args.keep:
+        if not keep:
             shutil.rmtree(home, ignore_errors=True)
     say(f"{traffic.requests:,} requests, {traffic.failures} failed; outcome: {outcome}")
-    return 0 if outcome == "promoted" and traffic.failures == 0 else 1
+    return Result(policy, outcome, timeline, traffic.requests, traffic.failures, lags)
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.time()
+
+    def say(line: str) -> None:
+        print(f"[{time.time() - started:6.1f} s] {line}", flush=True)
+
+    result = demonstrate(args.policy, args.steady, args.label_delay, args.timeout, args.keep, say)
+    return 0 if result.outcome == "promoted" and result.failures == 0 else 1
 
 
 def _wait_ready(url: str, server: subprocess.Popen) -> None:
@@ -218,13 +239,19 @@ def _wait_ready(url: str, server: subprocess.Popen) -> None:
     raise SystemExit("serve-app was not ready within 300 s")
 
 
-def _follow(url: str, traffic: Traffic, timeout_s: float, started: float) -> str:
-    """Print the model's events as they happen, timed from the shift; the final one's kind."""
+def _follow(url: str, traffic: Traffic, timeout_s: float):
+    """Print the model's events as they happen, timed from the shift: (final kind, timeline,
+    the monitor's lag behind the log per judged window)."""
     shift = traffic.shift_at or time.time()
-    seen = 0
+    seen, judged = 0, None
     timeline: list[tuple[float, str, str]] = []
+    lags: list[float] = []
     while time.time() - shift < timeout_s:
         time.sleep(1.0)
+        drift = get_json(f"{url}/admin/models/{MODEL}/drift", timeout=30)
+        if drift["judged_at"] != judged and drift["last_window"]:
+            judged = drift["judged_at"]
+            lags.append(round(judged - drift["last_window"]["end"], 2))
         events = get_json(f"{url}/admin/models/{MODEL}/history", timeout=30)["events"]
         for event in events[seen:]:
             if event["kind"] in SHOWN and event["at"] >= shift:
@@ -236,23 +263,23 @@ def _follow(url: str, traffic: Traffic, timeout_s: float, started: float) -> str
                 )
                 if event["kind"] in FINAL:
                     _summary(timeline)
-                    return event["kind"]
+                    return event["kind"], timeline, lags
         seen = len(events)
-    return "timeout"
+    return "timeout", timeline, lags
 
 
 def _summary(timeline: list[tuple[float, str, str]]) -> None:
+    print("\ntimeline from the new pattern's first request:")
+    for kind, at in first_times(timeline).items():
+        print(f"  {kind:<20} +{at:.1f} s")
+
+
+def first_times(timeline: list[tuple[float, str, str]]) -> dict[str, float]:
+    """When each milestone first happened, in the loop's order."""
     firsts: dict[str, float] = {}
     for at, kind, _ in timeline:
         firsts.setdefault(kind, at)
-    order = [
-        k
-        for k in ("drift_detected", "retrain_registered", "gate_passed", "promoted")
-        if k in firsts
-    ]
-    print("\ntimeline from the new pattern's first request:")
-    for kind in order:
-        print(f"  {kind:<20} +{firsts[kind]:.1f} s")
+    return {k: firsts[k] for k in MILESTONES if k in firsts}
 
 
 def add_commands(commands, common: argparse.ArgumentParser) -> None:
@@ -263,4 +290,6 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     drift.add_argument("--label-delay", type=float, default=10.0, help="seconds labels lag")
     drift.add_argument("--timeout", type=float, default=600.0, help="give up after (s)")
     drift.add_argument("--keep", action="store_true", help="keep the home folder")
+    drift.add_argument("--policy", choices=sorted(POLICIES), default="demo",
+                       help="demo: DEMO_ARGS (minutes); default: the shipped config")  # fmt: skip
     drift.set_defaults(func=run)

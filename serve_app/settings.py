@@ -352,6 +352,20 @@ class RetrainSettings(_Strict):
     guards against a bad retrain (serve_app/core/retrain_guards.py)."""
 
     on_drift: bool = Field(True, description="Start a retrain when drift is detected.")
+    on_quality: bool = Field(
+        True, description="Start one when the champion's live quality falls below its evaluation's."
+    )
+    quality_recall_drop: float = Field(0.10, gt=0, description="Live recall this far below.")
+    quality_fpr_rise: float = Field(
+        0.02, gt=0, description="Live false-positive rate this far above."
+    )
+    quality_min_frauds: int = Field(50, ge=1, description="Labelled frauds before recall counts.")
+    quality_min_labels: int = Field(
+        1_000, ge=1, description="Legitimate rows before the FPR counts."
+    )
+    quality_alpha: float = Field(
+        0.01, gt=0, lt=1, description="... and the gap significant at this."
+    )
     data_window_days: float = Field(
         30.0, gt=0, description="Logged rows this recent make the training set."
     )

@@ -120,11 +120,12 @@ def service_args(home: Path) -> dict:
         "prediction_log": {"flush_interval_s": 0.2, "file_max_age_s": 1.0},
         "quality": {"interval_s": 1.0},
         # drift judged in 200-row windows of any span; no retrain on its own: other tests'
-        # traffic (one row repeated) drifts; tests/integration/test_drift_loop.py retrains
-        # by hand with guards sized for a few thousand rows
+        # traffic (one row repeated) drifts, their labels make poor live quality;
+        # tests/integration/test_drift_loop.py retrains by hand, guards sized for its rows
         "drift": {"window_rows": 200, "min_window_span_s": 0},
         "retrain": {
             "on_drift": False,
+            "on_quality": False,
             "min_labelled_rows": 400,
             "min_frauds": 10,
             "cooldown_s": 0,

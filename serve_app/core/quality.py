@@ -18,7 +18,7 @@ from statistics import NormalDist
 import numpy as np
 
 from serve_app.core.decisions import RollBack
-from serve_app.settings import RolloutPolicy
+from serve_app.settings import RetrainSettings, RolloutPolicy
 
 EPOCH = dt.date(1970, 1, 1)
 _EPS = 1e-12  # "more than the margin": a drop of exactly the margin, float noise aside, passes
@@ -277,6 +277,38 @@ def quality_breach(
                 f"more than {policy.guard_max_fpr_rise} above"
             )
     return RollBack("; ".join(reasons), "quality") if reasons else None
+
+
+def below_evaluation(
+    live: Quality, evaluation: dict[str, float], policy: RetrainSettings
+) -> str | None:
+    """Why a champion's live quality calls for a retrain, or None: its live recall more than
+    `quality_recall_drop` below its evaluation-set recall, or its false-positive rate more
+    than `quality_fpr_rise` above, on `quality_min_frauds` frauds (`quality_min_labels`
+    legitimate rows), by a significant gap (one-sided, against the fixed evaluation figure).
+    """
+    z = NormalDist().inv_cdf(1 - policy.quality_alpha)
+    reasons = []
+    expected = evaluation.get("recall")
+    if expected is not None and live.frauds >= policy.quality_min_frauds:
+        recall = live.recall or 0.0
+        if _clearly_over(expected - recall, expected, live.frauds, policy.quality_recall_drop, z):
+            reasons.append(f"live recall {recall:.3f} ({live.frauds} frauds) vs {expected:.3f} "
+                           "on its evaluation set")  # fmt: skip
+    expected = evaluation.get("false_positive_rate")
+    if expected is not None and live.legit >= policy.quality_min_labels:
+        rate = live.false_positive_rate or 0.0
+        if _clearly_over(rate - expected, expected, live.legit, policy.quality_fpr_rise, z):
+            reasons.append(f"live false-positive rate {rate:.4f} ({live.legit} legitimate) vs "
+                           f"{expected:.4f} on its evaluation set")  # fmt: skip
+    return "; ".join(reasons) or None
+
+
+def _clearly_over(gap: float, known: float, rows: int, margin: float, z: float) -> bool:
+    """`gap` over `margin` and over `z` standard errors of a rate measured on `rows` whose
+    expected value is `known` (the evaluation figure)."""
+    spread = math.sqrt(max(known * (1 - known), 1e-12) / rows)
+    return gap > margin and gap / spread > z
 
 
 def _worse(low: tuple[float, int], high: tuple[float, int], alpha: float) -> bool:

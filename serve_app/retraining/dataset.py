@@ -1,9 +1,10 @@
 """The training set of a retrain: logged features joined with their labels.
 
-The prediction log's Parquet files hold what each request was scored on; the label store
-holds what became of it. A row is taken once (a shadow's record repeats the champion's
-features), only when labelled, and only once `label_maturity_s` old: a younger fraud may
-not have been disputed yet, and a model trained on it learns that fresh fraud is rare.
+The prediction log (its Parquet files, or its Kafka topic: kafka_rows.py) holds what each
+request was scored on; the label store holds what became of it. A row is taken once (a
+shadow's record repeats the champion's features), only when labelled, and only once
+`label_maturity_s` old: a younger fraud may not have been disputed yet, and a model trained
+on it learns that fresh fraud is rare.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from serve_app.labels.store import LabelStore
-from serve_app.predictions.records import SECONDS_PER_DAY
 
 KEY = ["request_id", "row"]
 
@@ -90,16 +90,9 @@ def logged_rows(files: list[Path], features: tuple[str, ...], since: float, unti
 
 
 def training_set(
-    directory: Path,
-    store: LabelStore,
-    model: str,
-    features: tuple[str, ...],
-    now: float,
-    window_days: float,
-    maturity_s: float,
+    rows: pd.DataFrame, store: LabelStore, model: str, features: tuple[str, ...]
 ) -> TrainingSet:
-    since, until = now - window_days * SECONDS_PER_DAY, now - maturity_s
-    rows = logged_rows(log_files(directory, model, since, until), features, since, until)
+    """The logged rows (`logged_rows` or `kafka_rows`) that carry a label, oldest first."""
     labels = pd.DataFrame(store.labels_of(model), columns=[*KEY, "label"])
     joined = rows.merge(labels, on=KEY, how="inner").sort_values("time", kind="stable")
     return TrainingSet(
@@ -108,3 +101,9 @@ def training_set(
         joined["label"].to_numpy(np.int64),
         joined["time"].to_numpy(np.float64),
     )
+
+
+def parquet_rows(
+    directory: Path, model: str, features: tuple[str, ...], since: float, until: float
+) -> pd.DataFrame:
+    return logged_rows(log_files(directory, model, since, until), features, since, until)

@@ -20,10 +20,11 @@ import numpy as np
 from serve_app.core.retrain_guards import NO_DATA, judge_training_set
 from serve_app.core.stats import roc_auc
 from serve_app.labels.store import LabelStore
+from serve_app.predictions.records import SECONDS_PER_DAY
 from serve_app.registry.features import LABEL_COLUMN
 from serve_app.registry.mlflow_registry import CHALLENGER, CHAMPION, Registry, calibration_tags
 from serve_app.registry.register import champion_model
-from serve_app.retraining.dataset import TrainingSet, training_set
+from serve_app.retraining.dataset import TrainingSet, parquet_rows, training_set
 from serve_app.runtime.convert import convert_checked
 from serve_app.runtime.evaluation import calibrate, reference_profile
 from serve_app.runtime.onnx import ModelArtifact, OnnxModel
@@ -71,16 +72,18 @@ def retrain(
     parent = info.aliases[CHAMPION]
     fetched = registry.fetch(name, parent)
     features = fetched.artifact.features
-    log_dir = Path(settings.prediction_log.directory or Path(settings.home) / "predictions")
-    if settings.prediction_log.sink != "parquet":
-        return Outcome(
-            "refused", name, "the training set is read from the Parquet log; this "
-            f"deployment logs to {settings.prediction_log.sink}", NO_DATA, parent=parent,
-        )  # fmt: skip
+    since = started - policy.data_window_days * SECONDS_PER_DAY
+    until = started - policy.label_maturity_s
+    log = settings.prediction_log
+    if log.sink == "kafka":
+        from serve_app.retraining.kafka_rows import kafka_rows
+
+        rows = kafka_rows(log.kafka, name, features, since, until)
+    else:
+        log_dir = Path(log.directory or Path(settings.home) / "predictions")
+        rows = parquet_rows(log_dir, name, features, since, until)
     store = LabelStore(settings.labels.database_uri or "", settings.labels.retention_days)
-    found = training_set(
-        log_dir, store, name, features, started, policy.data_window_days, policy.label_maturity_s
-    )
+    found = training_set(rows, store, name, features)
     recent = found if onset is None else found.since(onset)
     refusal = judge_training_set(
         policy, features, recent.rows, recent.labels, _reference_label_rate(registry, name)

@@ -13,6 +13,7 @@ reference.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -43,6 +44,7 @@ class DriftWatch:
         self._drift_trackers: dict[str, tuple[int, DriftTracker]] = {}  # model → its version's
         self._drift_readings: dict[str, WindowReading] = {}  # model → last judged window
         self._drift_judged: Counter[str] = Counter()  # model → windows judged, all versions
+        self._drift_judged_at: dict[str, float] = {}  # model → when its last window was
 
     def _take_drift_counts(self, counts: dict[tuple[str, int], WindowCounts]) -> None:
         for (name, version), window in counts.items():
@@ -71,6 +73,7 @@ class DriftWatch:
         status = tracker[1].feed(reading)
         self._drift_readings[name] = reading
         self._drift_judged[name] += 1
+        self._drift_judged_at[name] = time.time()
         result = "breach" if breaches(reading, policy) else "clean"
         self._metrics.drift_windows.inc(tags={"model": name, "result": result})
         if isinstance(status, Drifted) and before is None:
@@ -108,6 +111,7 @@ class DriftWatch:
             "signals": list(getattr(status, "signals", ())),
             "windows_in_a_row": getattr(status, "windows", None),
             "windows_judged": self._drift_judged[name],
+            "judged_at": self._drift_judged_at.get(name),
             "last_window": None if reading is None else reading_view(reading),
             "filling": None
             if pending is None

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 
-from serve_app.core.quality import Quality
+from serve_app.core.quality import Quality, below_evaluation
 from serve_app.labels.report import model_quality, rollout_quality
 from serve_app.predictions.records import SECONDS_PER_DAY
+from serve_app.serving.retrain_watch import QUALITY, Wanted
 
 PRUNE_EVERY_S = 3_600.0
 GAUGE_ROLES = ("champion", "challenger")
@@ -34,9 +35,28 @@ class QualityWatch:
         self._live_quality, self._rollout_quality = await self._io(
             self._measure, window, roles, rollouts
         )
+        self._quality_triggers()
         if now >= self._prune_due:
             self._prune_due = now + PRUNE_EVERY_S
             await self._io(self._store.prune)
+
+    def _quality_triggers(self) -> None:
+        """A champion whose live quality fell below its evaluation's wants a retrain (the
+        same margins as the alerts ServeAppLiveRecall/FalsePositiveRate...; significant)."""
+        policy, now = self._settings.retrain, time.time()
+        if not policy.on_quality:
+            return
+        for name, by_role in self._live_quality.items():
+            route, live = self._table.get(name), by_role.get("champion")
+            busy = name in self._retrain_wanted or name in self._rollouts
+            recent = now - self._retrained_at.get(name, -policy.cooldown_s) < policy.cooldown_s
+            if route is None or live is None or busy or recent:
+                continue
+            figures = self._eval_figures.get((name, route.champion), {})
+            reason = below_evaluation(live, figures, policy)
+            if reason is not None:
+                self._record(name, "quality_breach", reason, route.champion)
+                self._retrain_wanted[name] = Wanted(QUALITY, reason)
 
     def _measure(self, window: float, roles: dict, rollouts: dict):
         """(live quality by model and role, rollout comparisons): blocking, off the loop."""

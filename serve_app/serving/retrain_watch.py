@@ -24,6 +24,7 @@ from serve_app.retraining.job import Outcome, retrain
 
 MANUAL = "manual"
 DRIFT = "drift"
+QUALITY = "quality"
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,11 @@ def in_parquet(service, name: str) -> int:
 
 def retrain_outcome(service, name: str, rows: int) -> dict:
     wait_until(lambda: in_parquet(service, name) >= rows, timeout=30, what="finished files")
+    return retrain_outcome_now(service, name)
+
+
+def retrain_outcome_now(service, name: str) -> dict:
+    """`serve-app retrain NAME --wait`, and the outcome the control actor recorded."""
     done = cli(service, "retrain", name, "--wait", "150")
     report = drift(service, name)["retrain"]["last"]
     assert report is not None, done.stdout + done.stderr

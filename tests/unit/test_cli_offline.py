@@ -10,7 +10,14 @@ from serve_app.proxy_env import free_port
 
 @pytest.mark.parametrize(
     "command",
-    [["promote", "m"], ["rollback", "m"], ["canary", "m", "--weight", "5"], ["history", "m"]],
+    [
+        ["promote", "m"],
+        ["rollback", "m"],
+        ["canary", "m", "--weight", "5"],
+        ["history", "m"],
+        ["drift", "m"],
+        ["retrain", "m"],
+    ],
 )
 def test_admin_commands_say_the_service_is_unreachable(command, capsys):
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there

@@ -490,3 +490,20 @@ def test_rates_at_threshold_edge_cases():
         rates_at_threshold(np.empty(0), np.empty(0), 0.5)
     with pytest.raises(ValueError):
         rates_at_threshold(np.zeros(2), np.zeros(3), 0.5)
+
+
+def test_a_champion_below_its_evaluation_wants_a_retrain_once_the_gap_is_clear():
+    from serve_app.core.quality import below_evaluation
+    from serve_app.settings import RetrainSettings
+
+    policy = RetrainSettings()  # recall -0.10 on 50 frauds, FPR +0.02 on 1,000 rows, p < 0.01
+    figures = {"recall": 0.80, "false_positive_rate": 0.01}
+    assert below_evaluation(quality(200, 158, 5000, 50), figures, policy) is None
+    missed = below_evaluation(quality(200, 110, 5000, 50), figures, policy)  # recall 0.55
+    assert missed == "live recall 0.550 (200 frauds) vs 0.800 on its evaluation set"
+    assert below_evaluation(quality(49, 10, 5000, 50), figures, policy) is None  # too few
+    assert below_evaluation(quality(60, 41, 5000, 50), figures, policy) is None  # 0.68: noise
+    flagged = below_evaluation(quality(200, 160, 5000, 250), figures, policy)  # FPR 0.05
+    assert flagged.startswith("live false-positive rate 0.0500 (5000 legitimate)")
+    assert below_evaluation(quality(200, 160, 999, 100), figures, policy) is None
+    assert below_evaluation(quality(200, 110, 5000, 50), {}, policy) is None
