@@ -36,7 +36,7 @@ from serve_app.core.stats import VersionWindow
 from serve_app.history import Event, EventLog
 from serve_app.labels.kafka_labels import LabelConsumer
 from serve_app.labels.store import LabelStore
-from serve_app.metrics import UNKNOWN_MODEL, ControllerMetrics
+from serve_app.metrics import ControllerMetrics
 from serve_app.registry.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
@@ -238,6 +238,7 @@ class Controller(
         self._champions[name] = artifact
         detail = f"serving v{artifact.version}"
         if previous is not None:
+            self._restart_drift(name)
             grace = self._policies.get(name, self._settings.rollout).promotion_grace_s
             self._standby[name] = (previous.version, time.time() + grace)
             detail += f" (was v{previous.version}, kept open {grace:g} s for rollback)"
@@ -284,19 +285,6 @@ class Controller(
         self._artifacts[key] = fetched.artifact
         self._eval_figures[key] = fetched.eval_figures
         return fetched.artifact
-
-    def _count_labels(self, counts: Counter[tuple[str, str]]) -> None:
-        with self._label_counts_lock:
-            self._label_counts.update(counts)
-
-    def _export_label_counts(self) -> None:
-        """Labels the Kafka consumer stored, by outcome; a model outside the table is
-        counted as `_unknown` (a topic's model names are not bounded)."""
-        with self._label_counts_lock:
-            counts, self._label_counts = self._label_counts, Counter()
-        for (model, status), count in counts.items():
-            model = model if model in self._table.routes else UNKNOWN_MODEL
-            self._metrics.labels_received.inc(count, tags={"model": model, "status": status})
 
     def _record(self, model: str, kind: str, detail: str, version: int | None = None) -> None:
         try:

@@ -6,8 +6,8 @@ bin their logged champion rows (predictions/drift_sink.py) and hand the counts o
 every table sync; here they are merged per model into windows. A window is judged once it
 has `drift.window_rows` rows spanning `drift.min_window_span_s`; a `DriftTracker` per
 serving version turns the readings into one alarm per episode, which starts a retrain
-(serving/retrain_watch.py). A new champion starts a new window and tracker: its own
-reference.
+(serving/retrain_watch.py) until the retrained version takes over. A new champion starts a
+new window and tracker: its own reference.
 """
 
 from __future__ import annotations
@@ -79,7 +79,6 @@ class DriftWatch:
         if isinstance(status, Drifted) and before is None:
             self._metrics.drift_alarms.inc(tags={"model": name})
             self._record(name, "drift_detected", describe(status), version)
-            self._on_drift(name, version, status)
 
     def _drift_reference(self, name: str, version: int) -> ReferenceProfile | None:
         key = (name, version)
@@ -89,6 +88,12 @@ class DriftWatch:
                 return None
             self._drift_references[key] = ReferenceProfile.from_json(text)
         return self._drift_references[key]
+
+    def _restart_drift(self, name: str) -> None:
+        """A new champion: its own reference, a new window and tracker (its gauges are set
+        again from its first judged window)."""
+        for state in (self._drift_open, self._drift_trackers, self._drift_readings):
+            state.pop(name, None)
 
     def _forget_drift(self, name: str) -> None:
         for state in (

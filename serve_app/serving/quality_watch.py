@@ -1,5 +1,6 @@
-"""The control actor's quality watch: live quality gauges, and the figures the quality
-guard judges a rollout on.
+"""The control actor's quality watch: live quality gauges, the figures the quality guard
+judges a rollout on, a retrain wanted when a champion falls below its evaluation, and the
+counts of labels the Kafka label consumer stored.
 
 A part of `Controller` (serving/controller.py), kept in a room of its own. Labels come
 days late and the join is a database query, so it runs every `quality.interval_s`, not on
@@ -9,9 +10,11 @@ every registry poll; the guard uses the latest figures.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from serve_app.core.quality import Quality, below_evaluation
 from serve_app.labels.report import model_quality, rollout_quality
+from serve_app.metrics import UNKNOWN_MODEL
 from serve_app.predictions.records import SECONDS_PER_DAY
 from serve_app.serving.retrain_watch import QUALITY, Wanted
 
@@ -102,3 +105,16 @@ class QualityWatch:
             ):
                 if value is not None:
                     gauge.set(value, tags=tags)
+
+    def _count_labels(self, counts: Counter[tuple[str, str]]) -> None:
+        with self._label_counts_lock:
+            self._label_counts.update(counts)
+
+    def _export_label_counts(self) -> None:
+        """Labels the Kafka consumer stored, by outcome; a model outside the table is
+        counted as `_unknown` (a topic's model names are not bounded)."""
+        with self._label_counts_lock:
+            counts, self._label_counts = self._label_counts, Counter()
+        for (model, status), count in counts.items():
+            model = model if model in self._table.routes else UNKNOWN_MODEL
+            self._metrics.labels_received.inc(count, tags={"model": model, "status": status})

@@ -2,12 +2,14 @@
 cluster, and from the job's outcome to the history.
 
 A part of `Controller` (serving/controller.py), kept in a room of its own. A model whose
-drift alarm is up wants a retrain; one is started when the guards allow (one per model,
+drift alarm is up (or whose champion's live quality fell below its evaluation's) wants a
+retrain; one is started when the guards allow (one per model,
 `retrain.max_concurrent` in all, none in a rollout or within the cooldown of the model's
 last retrained version). The job (retraining/job.py) runs as a Ray task: the control
 loop only polls it. A refused or failed job is retried after `retrain.retry_s` while the
-alarm stays up; a registered one ends the alarm, and its `challenger` alias is picked up
-by the next registry poll like any other: gate, canary, promotion or rollback.
+alarm stays up; a registered one's `challenger` alias is picked up by the next registry
+poll like any other: gate, canary, promotion (the new champion's tracker starts afresh) or
+rollback (the alarm, still up, wants another once the cooldown allows).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any
 
 import ray
 
-from serve_app.core.drift import Drifted
 from serve_app.core.retrain_guards import Refusal, may_start
+from serve_app.registry.mlflow_registry import CHALLENGER
 from serve_app.retraining.job import Outcome, retrain
 
 MANUAL = "manual"
@@ -57,15 +59,26 @@ class RetrainWatch:
         self._retrain_last: dict[str, dict[str, Any]] = {}
         self._retrained_at: dict[str, float] = {}
 
-    def _on_drift(self, name: str, version: int, alarm: Drifted) -> None:
-        """A drift alarm: this model wants a retrain (started by `_retrain_wanted`)."""
-        if self._settings.retrain.on_drift:
+    def _want_retrains_for_drift(self) -> None:
+        """A drift alarm up wants a retrain, until a retrained version takes over (its new
+        tracker has no alarm): a challenger the gate or the canary turned down, with the
+        alarm still up, wants another once the cooldown allows."""
+        if not self._settings.retrain.on_drift:
+            return
+        for name, (version, tracker) in self._drift_trackers.items():
+            alarm, champion = tracker.alarm, self._champions.get(name)
+            if alarm is None or champion is None or champion.version != version:
+                continue  # no alarm, or the alarm of a version no longer serving
+            if name in self._retrain_wanted or name in self._retrain_jobs:
+                continue
+            pending = self._aliases.get(name, {}).get(CHALLENGER)
+            if name in self._rollouts or (pending and (name, pending) not in self._rejected):
+                continue  # a challenger is on its way: let the gate and canary decide
             from serve_app.serving.drift_watch import describe
 
-            onset = alarm.readings[0].start
-            self._retrain_wanted[name] = Wanted(DRIFT, describe(alarm), onset)
+            self._retrain_wanted[name] = Wanted(DRIFT, describe(alarm), alarm.readings[0].start)
 
-    def start_retrain(self, name: str) -> dict[str, Any]:
+    async def start_retrain(self, name: str) -> dict[str, Any]:
         """An operator's retrain (`serve-app retrain NAME`): no cooldown, the other guards."""
         refusal = self._launch(name, Wanted(MANUAL, "asked for by an operator"), manual=True)
         if refusal is not None:
@@ -79,6 +92,7 @@ class RetrainWatch:
             if done:
                 del self._retrain_jobs[name]
                 self._finish(name, job)
+        self._want_retrains_for_drift()
         now = time.time()
         for name, wanted in list(self._retrain_wanted.items()):
             if name in self._retrain_jobs or now < self._retrain_retry_at.get(name, 0.0):
@@ -127,9 +141,7 @@ class RetrainWatch:
         if outcome.outcome == "registered":
             self._retrained_at[name] = time.time()
             self._retrain_wanted.pop(name, None)
-            tracker = self._drift_trackers.get(name)
-            if tracker is not None:
-                tracker[1].acknowledge()
+            self._aliases.setdefault(name, {})[CHALLENGER] = outcome.version  # before the sweep
             figures = ", ".join(f"{k} {v}" for k, v in outcome.figures.items())
             self._record(
                 name, "retrain_registered", f"{outcome.detail} ({figures})", outcome.version

@@ -25,7 +25,7 @@ def test_the_demo_closes_the_loop_and_cleans_up(tmp_path):
     )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
-    timeline = [line.split()[2] for line in done.stdout.splitlines() if line.startswith("  +")]
+    timeline = re.findall(r"^  \+\s*[\d.]+ s  (\w+)", done.stdout, flags=re.MULTILINE)
     positions = [timeline.index(step) for step in STEPS]
     assert positions == sorted(positions), timeline
     assert "step_reached" in timeline and "rolled_back" not in timeline, timeline
