@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serve_app.core.retrain_guards import NO_DATA, judge_training_set
+from serve_app.core.retrain_guards import NO_DATA, TOO_FEW_ROWS, judge_training_set
 from serve_app.core.stats import roc_auc
 from serve_app.labels.store import LabelStore
 from serve_app.predictions.records import SECONDS_PER_DAY
@@ -90,6 +90,9 @@ def retrain(
     )
     if refusal is not None and onset is not None:
         refusal = replace(refusal, detail=f"{refusal.detail} since the drift began")
+    if refusal is not None and log.sink == "parquet" and refusal.reason in (NO_DATA, TOO_FEW_ROWS):
+        wait = f"rows of the last {log.file_max_age_s:g} s are in Parquet files still open"
+        refusal = replace(refusal, detail=f"{refusal.detail} ({wait}: file_max_age_s)")
     if refusal is not None:
         return Outcome("refused", name, refusal.detail, refusal.reason, parent=parent)
     train, holdout = found.split(policy.holdout_fraction)
