@@ -237,7 +237,11 @@ def test_quality_guard_rolls_back_a_challenger_with_worse_live_recall(service, t
         lambda: event(service, name, "rolled_back", bad), timeout=60, what="the quality guard"
     )
     assert "live recall" in rolled["detail"], history(service, name)
-    assert "challenger" not in service.registry.sweep()[name].aliases
+    wait_until(  # the event is recorded first, the alias removed after a registry round trip
+        lambda: "challenger" not in service.registry.sweep()[name].aliases,
+        timeout=15,
+        what="the challenger alias removed",
+    )
 
 
 def test_seeded_versions_carry_a_drift_reference_in_mlflow(service):
