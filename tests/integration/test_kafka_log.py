@@ -125,12 +125,11 @@ def test_labels_sent_to_the_kafka_topic_reach_the_label_store(service, broker):
 def test_a_retrain_reads_its_training_set_from_the_kafka_topic(service, broker):
     """With `sink: kafka` there are no local files: the job reads the topic back."""
     from serve_app.demo_drift import new_pattern
-    from serve_app.registry.mlflow_registry import CHALLENGER
     from serve_app.registry.seed import DEMO_MODELS
     from serve_app.retraining.job import TRAINING_ROWS_TAG
     from tests.integration.test_drift_loop import label_everything, retrain_outcome_now
     from tests.integration.test_quality_loop import score_batches
-    from tests.integration.test_rollouts import cli
+    from tests.integration.test_rollouts import cli, event
 
     name = DEMO_MODELS[39]  # no other test scores it
     frame, labels = new_pattern(name, 1_200, "kafka-retrain")
@@ -151,8 +150,14 @@ def test_a_retrain_reads_its_training_set_from_the_kafka_topic(service, broker):
     tags = service.registry.client.get_model_version(name, str(outcome["version"])).tags
     sizes = orjson.loads(tags[TRAINING_ROWS_TAG])
     assert sizes["train_rows"] + sizes["holdout_rows"] == delivered  # every row in the topic
-    assert (
-        int(service.registry.client.get_registered_model(name).aliases[CHALLENGER])
-        == (outcome["version"])
+    # set as `challenger`: the gate picks it up (on so few rows its verdict may go either way)
+    verdict = wait_until(
+        lambda: (
+            event(service, name, "gate_passed", outcome["version"])
+            or event(service, name, "gate_rejected", outcome["version"])
+        ),
+        timeout=30,
+        what="the gate's verdict on the retrained version",
     )
+    assert verdict["version"] == outcome["version"]
     cli(service, "rollback", name)  # the rollout need not run on in the session
