@@ -70,21 +70,25 @@ def variants(ws: Workspace) -> list[ServeAppVariant]:
 DISCONNECT_DISABLED = (("x-request-disconnect-disabled", "?1"),)
 
 
-def cpu_variants(ws: Workspace) -> list[ServeAppVariant]:
+def cpu_variants(ws: Workspace, compare: Path | None = None) -> list[ServeAppVariant]:
     """The serving layout's CPU levers: the shipped layout, then one lever changed each.
 
     A client that sends `x-request-disconnect-disabled: ?1` spares Serve's replica a
     receive proxy, a queue and two tasks per request (its fast path); the header hash is
-    the balancing the shipped least-connections replaced.
+    the balancing the shipped least-connections replaced; `compare` runs the same layout
+    from another checkout's serve_app (an earlier commit, to measure a code change).
     """
     two = replicas_config(ws, 2)
     shipped = BEST_VARIANT.env
     hashed = {**shipped, "RAY_SERVE_HAPROXY_BALANCE_ALGORITHM": f"hdr({MULTIPLEX_HEADER})"}
-    return [
+    found = [
         ServeAppVariant("shipped 2r", two, shipped, header=False),
         ServeAppVariant("shipped 2r + no-disconnect", two, shipped, False, DISCONNECT_DISABLED),
         ServeAppVariant("header hash 2r", two, hashed, header=True),
     ]
+    if compare is not None:
+        found.insert(1, ServeAppVariant(f"{compare.name} 2r", two, shipped, False, src=compare))
+    return found
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -135,11 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         "--set", choices=("ingress", "cpu"), default="ingress", help="issue 4's or the layout's"
     )
     parser.add_argument("--src", type=Path, help="benchmark the serve_app package in SRC")
+    parser.add_argument(
+        "--compare-src", type=Path, help="--set cpu: also run the serve_app package in this tree"
+    )
     parser.add_argument("--out", default="levers", help="results/OUT.{md,json}")
     args = parser.parse_args(argv)
     ws, progress = run.workspace(args.src, None), run.Progress()
     run.prepare_registry(ws, progress)
-    every = variants(ws) if args.set == "ingress" else cpu_variants(ws)
+    compare = args.compare_src.resolve() if args.compare_src else None
+    every = variants(ws) if args.set == "ingress" else cpu_variants(ws, compare)
     chosen = [v for v in every if not args.only or args.only in v.label]
     plan = Plan(duration_s=args.duration, warmup_s=args.warmup)
     raw: dict[str, list[dict]] = {v.label: [] for v in chosen}

@@ -128,6 +128,7 @@ class ServeAppVariant:
     env: dict[str, str]
     header: bool
     client_headers: tuple[tuple[str, str], ...] = ()  # more headers on every request
+    src: Path | None = None  # run the serve_app package found here (another commit's)
 
     @property
     def description(self) -> str:
@@ -137,6 +138,7 @@ class ServeAppVariant:
             f"{self.config.name}; {' '.join(flags) or 'Serve defaults'}"
             + (f"; header {MULTIPLEX_HEADER}" if self.header else "; no header")
             + sent
+            + (f"; serve_app from {self.src}" if self.src else "")
         )
 
 
@@ -166,7 +168,7 @@ def serve_app(
         f"http://127.0.0.1:{port}/v2/health/ready",
         ws.log(variant.label),
         env={
-            **ws.env(),
+            **(replace(ws, src=variant.src).env() if variant.src else ws.env()),
             **ray_side_ports(ports),
             **HOUSEKEEPING,
             **FAST_INGRESS_OFF,

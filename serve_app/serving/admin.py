@@ -11,15 +11,14 @@ from typing import Any
 
 import orjson
 from ray.serve.handle import DeploymentHandle
-from starlette.requests import Request
-from starlette.responses import Response
 
 from serve_app import __version__
 from serve_app.core.routing import ModelRoute
 from serve_app.protocol import v2
 from serve_app.protocol.errors import BadRequest, NotFound, NotReady
 from serve_app.serving import auth, http
-from serve_app.serving.dataplane import JSON, RouterState, read_body
+from serve_app.serving.asgi import HttpRequest, Reply
+from serve_app.serving.dataplane import RouterState
 from serve_app.settings import APP_NAME
 
 
@@ -29,28 +28,28 @@ class AdminEndpoints:
         self._controller = controller
         self._admin_token = auth.load_token(auth.ADMIN_TOKEN_ENV)
 
-    async def live(self, request: Request, found: http.Match) -> Response:
+    async def live(self, request: HttpRequest, found: http.Match) -> Reply:
         return json_response({"live": True})
 
-    async def ready(self, request: Request, found: http.Match) -> Response:
+    async def ready(self, request: HttpRequest, found: http.Match) -> Reply:
         table = self._state.table
         if not table.revision:
             raise NotReady("the routing table is not loaded yet")
         return json_response({"ready": True, "models": len(table.routes)})
 
-    async def v2_server_metadata(self, request: Request, found: http.Match) -> Response:
+    async def v2_server_metadata(self, request: HttpRequest, found: http.Match) -> Reply:
         return json_response(
             {"name": APP_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
         )
 
-    async def v2_model_metadata(self, request: Request, found: http.Match) -> Response:
+    async def v2_model_metadata(self, request: HttpRequest, found: http.Match) -> Reply:
         route, version = self._route_and_version(found)
         features = route.features
         if version not in route.versions:
             features = (await self._state.version_info(route.name, version)).features
         return json_response(v2.model_metadata(route.name, [version], features))
 
-    async def v2_model_ready(self, request: Request, found: http.Match) -> Response:
+    async def v2_model_ready(self, request: HttpRequest, found: http.Match) -> Reply:
         route, version = self._route_and_version(found)
         if version not in route.versions:
             await self._state.version_info(route.name, version)
@@ -63,13 +62,13 @@ class AdminEndpoints:
         version = http.parse_version(found.version)
         return route, route.champion if version is None else version
 
-    async def admin_models(self, request: Request, found: http.Match) -> Response:
+    async def admin_models(self, request: HttpRequest, found: http.Match) -> Reply:
         return json_response(await self._controller.status.remote())
 
-    async def admin_canary(self, request: Request, found: http.Match) -> Response:
+    async def admin_canary(self, request: HttpRequest, found: http.Match) -> Reply:
         auth.require_admin(request.headers.get("authorization"), self._admin_token)
         limit = self._state.settings.limits.max_body_bytes
-        payload = v2.parse_json(await read_body(request, limit))
+        payload = v2.parse_json(await request.body(limit))
         weight = payload.get("weight") if isinstance(payload, dict) else None
         if (
             isinstance(weight, bool)
@@ -79,22 +78,22 @@ class AdminEndpoints:
             raise BadRequest("the body needs a 'weight' between 0 and 100 (percent)")
         return admin_answer(await self._controller.set_weight.remote(found.name, float(weight)))
 
-    async def admin_promote(self, request: Request, found: http.Match) -> Response:
+    async def admin_promote(self, request: HttpRequest, found: http.Match) -> Reply:
         auth.require_admin(request.headers.get("authorization"), self._admin_token)
         return admin_answer(await self._controller.promote.remote(found.name))
 
-    async def admin_rollback(self, request: Request, found: http.Match) -> Response:
+    async def admin_rollback(self, request: HttpRequest, found: http.Match) -> Reply:
         auth.require_admin(request.headers.get("authorization"), self._admin_token)
         return admin_answer(await self._controller.rollback.remote(found.name))
 
-    async def admin_drift(self, request: Request, found: http.Match) -> Response:
+    async def admin_drift(self, request: HttpRequest, found: http.Match) -> Reply:
         """The model's drift monitor and retraining state (`serve-app drift NAME`)."""
         found_state = await self._controller.drift_report.remote(found.name)
         if found_state is None:
             raise NotFound(f"model '{found.name}' is not served")
         return json_response(found_state)
 
-    async def admin_retrain(self, request: Request, found: http.Match) -> Response:
+    async def admin_retrain(self, request: HttpRequest, found: http.Match) -> Reply:
         auth.require_admin(request.headers.get("authorization"), self._admin_token)
         if self._state.table.get(found.name or "") is None:
             raise NotFound(f"model '{found.name}' is not served")
@@ -104,18 +103,16 @@ class AdminEndpoints:
                                   f"{started['detail']}"}, 409)  # fmt: skip
         return json_response({"message": f"retraining '{found.name}' on the cluster"}, 202)
 
-    async def admin_history(self, request: Request, found: http.Match) -> Response:
-        since = http.parse_since(request.query_params.get("since"), time.time())
+    async def admin_history(self, request: HttpRequest, found: http.Match) -> Reply:
+        since = http.parse_since(request.query("since"), time.time())
         events = await self._controller.history.remote(found.name, since)
         return json_response({"model": found.name, "since": since, "events": events})
 
 
-def json_response(content: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS), status_code=status, media_type=JSON
-    )
+def json_response(content: Any, status: int = 200) -> Reply:
+    return Reply(orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS), status)
 
 
-def admin_answer(outcome: tuple[int, str]) -> Response:
+def admin_answer(outcome: tuple[int, str]) -> Reply:
     status, message = outcome
     return json_response({"message": message} if status < 400 else {"error": message}, status)

@@ -17,8 +17,6 @@ from typing import Protocol
 
 import numpy as np
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 
 from serve_app.core.cache import PredictionCache, feature_digest
 from serve_app.core.routing import ModelRoute, RoutingTable
@@ -32,11 +30,11 @@ from serve_app.protocol.errors import (
     BadRequest,
     NotFound,
     NotReady,
-    PayloadTooLarge,
     ServeAppError,
 )
 from serve_app.runtime.onnx import RUNTIME
 from serve_app.serving import auth, http
+from serve_app.serving.asgi import HttpRequest, Reply
 from serve_app.serving.fastlane import FastLane
 from serve_app.serving.observe import Observer
 from serve_app.serving.pools import PoolLane
@@ -44,7 +42,6 @@ from serve_app.settings import AppSettings
 
 logger = logging.getLogger("ray.serve")
 
-JSON = "application/json"
 FAST_LANE = "fast"
 
 
@@ -94,7 +91,7 @@ class Dataplane:
         self._pool_runtimes: dict[str, str] = {}  # what each pool last said it runs
         self._scoring_token = auth.load_token(auth.SCORING_TOKEN_ENV)
 
-    async def score(self, request: Request, found: http.Match, protocol: str) -> Response:
+    async def score(self, request: HttpRequest, found: http.Match, protocol: str) -> Reply:
         started = time.perf_counter()
         name = found.name or ""
         route = self._state.table.get(name)
@@ -108,7 +105,7 @@ class Dataplane:
             request_id = header_request_id(request)
             auth.require_scoring(request.headers.get("authorization"), self._scoring_token)
             route = self.require_route(name)
-            body = await read_body(request, self._state.settings.limits.max_body_bytes)
+            body = await request.body(self._state.settings.limits.max_body_bytes)
             pinned = http.parse_version(found.version)
             loaded_here = route.pool is None and not self._fast.is_open(name)
             features = route.features
@@ -151,7 +148,7 @@ class Dataplane:
             )
             if scored.cached is not None:
                 headers["x-prediction-cache"] = scored.cached
-        return Response(payload, status_code=status, media_type=JSON, headers=headers or None)
+        return Reply(payload, status, headers or None)
 
     def _logged(
         self, route, version, request_id, key, features, decoded, scored, elapsed_ms
@@ -234,13 +231,13 @@ class Dataplane:
         scores = await self._fast.predict(model, batch)
         return Scored(scores, model.threshold, FAST_LANE, RUNTIME)
 
-    def _decode(self, protocol: str, body: bytes, request: Request, features) -> Decoded:
+    def _decode(self, protocol: str, body: bytes, request: HttpRequest, features) -> Decoded:
         limit = self._state.settings.limits.max_rows
         if protocol == "v2":
             return v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH), features, limit)
         return mlflow_scoring.decode_request(body, features, limit)
 
-    def _key(self, request: Request, decoded: Decoded) -> str | None:
+    def _key(self, request: HttpRequest, decoded: Decoded) -> str | None:
         routing = self._state.settings.routing
         key = request.headers.get(routing.key_header)
         if key is None and routing.key_field is not None:
@@ -295,17 +292,7 @@ class Dataplane:
             )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-    body = await request.body()
-    if len(body) > limit:
-        raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-    return body
-
-
-def header_request_id(request: Request) -> str | None:
+def header_request_id(request: HttpRequest) -> str | None:
     value = request.headers.get("x-request-id")
     if value is not None and not valid_request_id(value):
         raise BadRequest("X-Request-Id must be 1-128 visible ASCII characters")

@@ -11,9 +11,6 @@ import asyncio
 import time
 from collections import Counter
 
-from starlette.requests import Request
-from starlette.responses import Response
-
 from serve_app.labels.feedback import OUTCOMES, read_batch
 from serve_app.labels.report import model_quality
 from serve_app.labels.store import LabelStore
@@ -22,7 +19,8 @@ from serve_app.protocol import v2
 from serve_app.protocol.errors import NotFound
 from serve_app.serving import auth, http
 from serve_app.serving.admin import json_response
-from serve_app.serving.dataplane import RouterState, read_body
+from serve_app.serving.asgi import HttpRequest, Reply
+from serve_app.serving.dataplane import RouterState
 
 LABEL_HANDLERS = frozenset({"v2_feedback", "admin_quality"})
 
@@ -33,14 +31,14 @@ class LabelEndpoints:
         self._store = store
         self._scoring_token = auth.load_token(auth.SCORING_TOKEN_ENV)
 
-    async def v2_feedback(self, request: Request, found: http.Match) -> Response:
+    async def v2_feedback(self, request: HttpRequest, found: http.Match) -> Reply:
         """Labels for this model's logged predictions; an answer per row, in order."""
         auth.require_scoring(request.headers.get("authorization"), self._scoring_token)
         name = found.name or ""
         if self._state.table.get(name) is None:
             raise NotFound(f"model '{name}' is not served")
         settings = self._state.settings
-        payload = v2.parse_json(await read_body(request, settings.limits.max_body_bytes))
+        payload = v2.parse_json(await request.body(settings.limits.max_body_bytes))
         items = read_batch(payload, settings.labels.max_batch)
         outcomes = await asyncio.to_thread(self._store.record_raw, name, items, time.time())
         counts = Counter(outcome.status for outcome in outcomes)
@@ -55,11 +53,11 @@ class LabelEndpoints:
             }
         )
 
-    async def admin_quality(self, request: Request, found: http.Match) -> Response:
+    async def admin_quality(self, request: HttpRequest, found: http.Match) -> Reply:
         """Live quality per version and prediction-date cohort (default: the gauges' window)."""
         name = found.name or ""
         now = time.time()
-        since = http.parse_since(request.query_params.get("since"), now)
+        since = http.parse_since(request.query("since"), now)
         if since is None:
             since = now - self._state.settings.quality.window_days * SECONDS_PER_DAY
         route = self._state.table.get(name)

@@ -17,8 +17,6 @@ from typing import Any
 import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from starlette.requests import Request
-from starlette.responses import Response
 
 from serve_app.core.autoscaling import BUSY, BusyClock
 from serve_app.core.cache import PredictionCache
@@ -30,9 +28,10 @@ from serve_app.predictions.drift_sink import DriftCounter
 from serve_app.predictions.writer import PredictionLog, open_prediction_log
 from serve_app.protocol.errors import Conflict, NotFound, ServeAppError
 from serve_app.runtime.onnx import ModelArtifact
-from serve_app.serving import http
+from serve_app.serving import asgi, http
 from serve_app.serving.admin import AdminEndpoints
-from serve_app.serving.dataplane import JSON, Dataplane, VersionInfo, error_body
+from serve_app.serving.asgi import HttpRequest, Reply
+from serve_app.serving.dataplane import Dataplane, VersionInfo, error_body
 from serve_app.serving.fastlane import FastLane
 from serve_app.serving.label_api import LABEL_HANDLERS, LabelEndpoints
 from serve_app.serving.observe import Observer
@@ -51,6 +50,7 @@ SCORING = {"v2_infer": "v2", "mlflow_invocations": "mlflow"}
 # No access log: writing a line per request costs more than scoring the row; WARNING
 # also spares building the access record that the filter would drop.
 @serve.deployment(logging_config={"enable_access_log": False, "log_level": "WARNING"})
+@serve.ingress()
 class Router:
     def __init__(
         self, controller: DeploymentHandle, pools: dict[str, DeploymentHandle] | None = None
@@ -104,19 +104,23 @@ class Router:
         except TimeoutError:
             logger.warning("no routing table after %.0f s; starting unready", STARTUP_WAIT_S)
 
-    async def __call__(self, request: Request) -> Response:
+    def __serve_build_asgi_app__(self) -> asgi.App:
+        """Serve calls this once the replica is built: the router answers HTTP itself."""
+        return asgi.App(self._answer)
+
+    async def _answer(self, request: HttpRequest) -> Reply:
         try:
-            found = http.match(request.method, request.url.path)
+            found = http.match(request.method, request.path)
             protocol = SCORING.get(found.handler)
             if protocol is not None:
                 return await self._dataplane.score(request, found, protocol)
             endpoints = self._labels if found.handler in LABEL_HANDLERS else self._admin
             return await getattr(endpoints, found.handler)(request, found)
         except ServeAppError as error:
-            return Response(error_body(error.message), error.status, media_type=JSON)
+            return Reply(error_body(error.message), error.status)
         except Exception:
-            logger.exception("unexpected error on %s %s", request.method, request.url.path)
-            return Response(error_body("internal error"), 500, media_type=JSON)
+            logger.exception("unexpected error on %s %s", request.method, request.path)
+            return Reply(error_body("internal error"), 500)
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve calls this for the router's autoscaling policy (core/autoscaling.py)."""
