@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--only", help="run the variants whose label contains this")
     parser.add_argument(
+        "--variant", action="append", default=[], help="run this variant (exact label; repeat)"
+    )
+    parser.add_argument(
         "--set", choices=("ingress", "cpu"), default="ingress", help="issue 4's or the layout's"
     )
     parser.add_argument("--src", type=Path, help="benchmark the serve_app package in SRC")
@@ -149,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     compare = args.compare_src.resolve() if args.compare_src else None
     every = variants(ws) if args.set == "ingress" else cpu_variants(ws, compare)
     chosen = [v for v in every if not args.only or args.only in v.label]
+    chosen = [v for v in chosen if not args.variant or v.label in args.variant]
     plan = Plan(duration_s=args.duration, warmup_s=args.warmup)
     raw: dict[str, list[dict]] = {v.label: [] for v in chosen}
     for round_index in range(args.rounds):
-        for variant in chosen:
+        # Every other round in reverse order: a slow drift of the machine favours no variant.
+        for variant in chosen if round_index % 2 == 0 else chosen[::-1]:
             progress(f"round {round_index + 1}/{args.rounds}: {variant.label}")
             peer = serve_app(ws, variant)
             raw[variant.label].append(measure_peer(peer, plan, progress, with_batch=False))

@@ -11,7 +11,13 @@ from typing import Any
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as answer:
+    """GET JSON, with the admin token when there is one (a cluster may close its reads)."""
+    from serve_app.serving.auth import ADMIN_TOKEN_ENV, load_token
+
+    token = load_token(ADMIN_TOKEN_ENV)
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
         return json.loads(answer.read())
 
 

@@ -91,6 +91,13 @@ class ScoringMetrics:
                 tag_keys=("model", "result"),
             )
         )
+        self.deadline_exceeded = BufferedCounter(
+            metrics.Counter(
+                "serve_app_deadline_exceeded",
+                description="Requests answered 504: their deadline passed before scoring.",
+                tag_keys=("model",),
+            )
+        )
         self.prediction_cache = BufferedCounter(
             metrics.Counter(
                 "serve_app_prediction_cache_requests",
@@ -135,6 +142,7 @@ class ScoringMetrics:
             self.rows,
             self.model_cache,
             self.prediction_cache,
+            self.deadline_exceeded,
             self.labels_received,
         ):
             counter.flush()

@@ -2,8 +2,8 @@
 
 It has to be in the environment of every Ray process before the cluster starts, so it
 cannot live in the Serve config. `serve-app up` and the integration tests apply it to
-the local cluster they start; a cluster started by `ray start` needs it in its own
-environment.
+the local cluster they start; `serve-app k8s render` writes it into every Ray container
+of the RayService; a cluster started by `ray start` needs it in its own environment.
 """
 
 from __future__ import annotations
@@ -27,6 +27,14 @@ FAST_INGRESS_ENV = {
     # busy 2-core machine; Ray then kills it and `serve.start` fails.
     "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
 }
+
+
+# On Kubernetes, HAProxy's request metrics are on: they are the only count of the 502/503
+# that HAProxy answers itself when no router replica can take a request (the outage alerts
+# read them), worth their cost there. `RAY_SERVE_THROUGHPUT_OPTIMIZED` never goes without
+# `RAY_SERVE_ENABLE_HA_PROXY`: alone it keeps Serve's proxy on the head only, the workers
+# stay NotReady and the serve Service has no endpoints (tests/deploy checks both).
+CLUSTER_INGRESS_ENV = {**FAST_INGRESS_ENV, "RAY_SERVE_HAPROXY_METRICS_ENABLED": "1"}
 
 
 def fast_ingress_env(folder: str) -> dict[str, str]:

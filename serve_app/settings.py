@@ -38,6 +38,12 @@ class Scaling(_Strict):
     upscale_delay_s: float = Field(10.0, ge=0)
     downscale_delay_s: float = Field(120.0, ge=0)
     num_cpus: float = Field(0.5, gt=0)
+    max_replicas_per_node: int | None = Field(
+        None,
+        ge=1,
+        description="At most this many replicas on one Ray node (Serve's option); 1 puts "
+        "each replica on its own node, so that losing a node leaves the others serving.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> Scaling:
@@ -119,8 +125,30 @@ class LimitSettings(_Strict):
     max_rows: int = Field(100_000, ge=1)
 
 
+class DeadlineSettings(_Strict):
+    """Request deadlines (core/deadlines.py): a request not scored in time gets a 504."""
+
+    header: str = Field(
+        "x-request-timeout-ms", description="The header carrying a request's budget in ms."
+    )
+    default_ms: float | None = Field(
+        None, gt=0, description="The budget of requests that bring none (None: no deadline)."
+    )
+    models: dict[str, float] = Field(
+        default_factory=dict,
+        description="Budgets by model name pattern (`fraud-card-*`: 50), before default_ms.",
+    )
+
+
 class RoutingSettings(_Strict):
-    """Where a request's routing key (for sticky canary splits) comes from."""
+    """Where a request's routing key (for sticky canary splits) comes from, and which model
+    MLflow's single-model paths (`POST /invocations`) score."""
+
+    default_model: str | None = Field(
+        None,
+        description="The model `POST /invocations` scores, for clients of `mlflow models "
+        "serve`; without it that path answers 404 and /models/{name}/invocations serves.",
+    )
 
     key_header: str = "x-routing-key"
     key_field: str | None = Field(
@@ -412,12 +440,23 @@ class RetrainSettings(_Strict):
     )
 
 
+class AdminSettings(_Strict):
+    """Who may read the admin API; changing anything always needs the admin token."""
+
+    reads_need_token: bool = Field(
+        False,
+        description="GET /admin/... needs the admin token too (403 without one configured): "
+        "for a cluster whose HTTP route is reachable by clients, as in the prod overlay.",
+    )
+
+
 class AppSettings(_Strict):
     home: str = Field(DEFAULT_HOME, description=f"State folder; env ${HOME_ENV} wins.")
     router: RouterSettings = RouterSettings()
     pools: tuple[ModelPoolSettings, ...] = ()
     registry: RegistrySettings = RegistrySettings()
     limits: LimitSettings = LimitSettings()
+    deadlines: DeadlineSettings = DeadlineSettings()
     routing: RoutingSettings = RoutingSettings()
     cache: CacheSettings = CacheSettings()
     rollout: RolloutPolicy = RolloutPolicy()
@@ -427,6 +466,7 @@ class AppSettings(_Strict):
     quality: QualitySettings = QualitySettings()
     drift: DriftSettings = DriftSettings()
     retrain: RetrainSettings = RetrainSettings()
+    admin: AdminSettings = AdminSettings()
 
     @field_validator("pools")
     @classmethod

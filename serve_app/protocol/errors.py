@@ -43,6 +43,10 @@ class PayloadTooLarge(ServeAppError):
     status = 413
 
 
+class UnsupportedMediaType(ServeAppError):
+    status = 415
+
+
 class InvalidInput(ServeAppError):
     """Well-formed JSON that does not fit the model's signature."""
 

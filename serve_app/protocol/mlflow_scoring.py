@@ -1,11 +1,16 @@
-"""MLflow's scoring protocol (`/invocations`): the four input layouts `mlflow models serve` takes.
+"""MLflow's scoring protocol (`/invocations`) as `mlflow models serve` takes it.
 
-Exactly one of `dataframe_split`, `dataframe_records`, `instances` or `inputs` (plus an
-optional `params`); the answer is `{"predictions": [...]}`, plus serve-app's `decisions`.
+A JSON body has exactly one of `dataframe_split`, `dataframe_records`, `instances` or
+`inputs` (plus an optional `params`); a CSV body has a header row naming the features. The
+content type is checked as MLflow's scoring server checks it: UTF-8 only, no parameters
+but `charset` (MLflow 1.x's `format=pandas-split` gets MLflow's own 415), JSON or CSV.
+The answer is `{"predictions": [...]}`, plus serve-app's `decisions`.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,13 +18,41 @@ import numpy as np
 import orjson
 
 from serve_app.protocol import batch as batching
-from serve_app.protocol.errors import BadRequest, InvalidInput
+from serve_app.protocol.errors import BadRequest, InvalidInput, UnsupportedMediaType
 from serve_app.protocol.v2 import optional_object, parse_json
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+JSON = "application/json"
+CSV = "text/csv"
+PROTOCOL_CHANGE = (
+    "MLflow 2.0 changed the scoring protocol: send application/json with one of "
+    f"{', '.join(FORMATS)} (for MLflow 1.x's format=pandas-split, use dataframe_split)"
+)
 
 
-def decode_request(body: bytes, features: Sequence[str], max_rows: int) -> batching.Decoded:
+def media_type(content_type: str | None) -> str:
+    """`application/json` or `text/csv`, or the 415 MLflow's scoring server answers."""
+    if not content_type:
+        raise UnsupportedMediaType(f"a Content-Type header is needed: {JSON} or {CSV}")
+    mime, *pairs = [part.strip() for part in content_type.split(";")]
+    parameters = {key.strip().lower(): value for key, _, value in (p.partition("=") for p in pairs)}
+    if parameters.pop("charset", "utf-8").strip().strip('"').lower() != "utf-8":
+        raise UnsupportedMediaType("the scoring server only supports UTF-8")
+    if parameters:
+        names = ", ".join(sorted(parameters))
+        raise UnsupportedMediaType(
+            f"unrecognized content type parameters: {names}. {PROTOCOL_CHANGE}"
+        )
+    if mime.lower() not in (JSON, CSV):
+        raise UnsupportedMediaType(f"unsupported content type '{mime[:64]}': send {JSON} or {CSV}")
+    return mime.lower()
+
+
+def decode_request(
+    body: bytes, features: Sequence[str], max_rows: int, content_type: str | None = JSON
+) -> batching.Decoded:
+    if media_type(content_type) == CSV:
+        return batching.Decoded(decode_csv(body, features, max_rows), None, {})
     payload = parse_json(body)
     if not isinstance(payload, dict):
         raise BadRequest("the request body must be a JSON object")
@@ -68,6 +101,39 @@ def _dataframe_split(split: Any, features: Sequence[str], max_rows: int) -> np.n
         )
     by_name = {name: batch[:, i] for i, name in enumerate(columns)}
     return batching.from_columns(by_name, features, max_rows, "dataframe_split")
+
+
+def decode_csv(body: bytes, features: Sequence[str], max_rows: int) -> np.ndarray:
+    """A header row naming every feature once, then one row of numbers per record."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the CSV body is not valid UTF-8") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    while rows and not rows[-1]:
+        rows.pop()  # a trailing newline
+    if not rows:
+        raise InvalidInput("the CSV body is empty: it needs a header row and rows")
+    header, records = [name.strip() for name in rows[0]], rows[1:]
+    if len(set(header)) != len(header):
+        raise InvalidInput("the CSV header names a feature twice")
+    if len(records) > max_rows:
+        raise InvalidInput(f"{len(records)} rows exceed the limit of {max_rows} per request")
+    values = []
+    for index, record in enumerate(records, 1):
+        if len(record) != len(header):
+            raise InvalidInput(
+                f"CSV row {index} has {len(record)} values, the header {len(header)}"
+            )
+        try:
+            values.append([float(value) for value in record])
+        except ValueError:
+            raise InvalidInput(f"CSV row {index} must hold only numbers") from None
+    batch = np.asarray(values, dtype=np.float32).reshape(len(records), len(header))
+    if not np.isfinite(batch).all():  # as in JSON, which has no NaN or infinity
+        raise InvalidInput("CSV rows must hold only finite numbers")
+    columns = {name: batch[:, i] for i, name in enumerate(header)}
+    return batching.from_columns(columns, features, max_rows, "the CSV header")
 
 
 def encode_response(scores: np.ndarray, decisions: np.ndarray) -> bytes:

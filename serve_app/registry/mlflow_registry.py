@@ -104,8 +104,23 @@ def eval_figures_from_tags(tags: dict[str, str]) -> dict[str, float]:
     return figures
 
 
+# MLflow's HTTP client retries a refused or failed call 7 times with doubling waits, which
+# keeps one registry call blocked for minutes while the server is away. serve-app polls the
+# registry anyway (`registry.poll_interval_s`): a call that fails fast is retried at the next
+# poll, and meanwhile status, events and the rollout clock keep going. Set in the
+# environment, where MLflow reads them on every call; a value already there wins.
+FAIL_FAST = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
 class Registry:
     def __init__(self, tracking_uri: str, artifacts_dir: Path | None = None) -> None:
+        for key, value in FAIL_FAST.items():
+            os.environ.setdefault(key, value)
         self.tracking_uri = tracking_uri
         self._artifacts_dir = artifacts_dir
         mlflow.set_tracking_uri(tracking_uri)

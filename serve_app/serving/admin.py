@@ -6,6 +6,7 @@ owns rollouts and the registry.
 
 from __future__ import annotations
 
+import importlib.metadata
 import time
 from typing import Any
 
@@ -20,6 +21,8 @@ from serve_app.serving import auth, http
 from serve_app.serving.asgi import HttpRequest, Reply
 from serve_app.serving.dataplane import RouterState
 from serve_app.settings import APP_NAME
+
+MLFLOW_VERSION = importlib.metadata.version("mlflow")
 
 
 class AdminEndpoints:
@@ -36,6 +39,20 @@ class AdminEndpoints:
         if not table.revision:
             raise NotReady("the routing table is not loaded yet")
         return json_response({"ready": True, "models": len(table.routes)})
+
+    async def mlflow_ping(self, request: HttpRequest, found: http.Match) -> Reply:
+        """MLflow's `/ping` and `/health`: 200 with a newline once the model can be scored."""
+        table = self._state.table
+        if not table.revision:
+            raise NotReady("the routing table is not loaded yet")
+        default = self._state.settings.routing.default_model
+        if default is not None and table.get(default) is None:
+            raise NotReady(f"the default model '{default}' is not served")
+        return Reply(b"\n")
+
+    async def mlflow_version(self, request: HttpRequest, found: http.Match) -> Reply:
+        """MLflow's `/version`: the MLflow version, as its scoring server answers it."""
+        return Reply(MLFLOW_VERSION.encode())
 
     async def v2_server_metadata(self, request: HttpRequest, found: http.Match) -> Reply:
         return json_response(
@@ -62,7 +79,12 @@ class AdminEndpoints:
         version = http.parse_version(found.version)
         return route, route.champion if version is None else version
 
+    def require_reader(self, request: HttpRequest) -> None:
+        needed = self._state.settings.admin.reads_need_token
+        auth.require_reader(request.headers.get("authorization"), self._admin_token, needed)
+
     async def admin_models(self, request: HttpRequest, found: http.Match) -> Reply:
+        self.require_reader(request)
         return json_response(await self._controller.status.remote())
 
     async def admin_canary(self, request: HttpRequest, found: http.Match) -> Reply:
@@ -88,6 +110,7 @@ class AdminEndpoints:
 
     async def admin_drift(self, request: HttpRequest, found: http.Match) -> Reply:
         """The model's drift monitor and retraining state (`serve-app drift NAME`)."""
+        self.require_reader(request)
         found_state = await self._controller.drift_report.remote(found.name)
         if found_state is None:
             raise NotFound(f"model '{found.name}' is not served")
@@ -104,6 +127,7 @@ class AdminEndpoints:
         return json_response({"message": f"retraining '{found.name}' on the cluster"}, 202)
 
     async def admin_history(self, request: HttpRequest, found: http.Match) -> Reply:
+        self.require_reader(request)
         since = http.parse_since(request.query("since"), time.time())
         events = await self._controller.history.remote(found.name, since)
         return json_response({"model": found.name, "since": since, "events": events})

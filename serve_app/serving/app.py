@@ -15,7 +15,7 @@ from ray.serve import Application
 from serve_app.serving.controller import Controller
 from serve_app.serving.pools import ModelPool, pool_deployment_name
 from serve_app.serving.router import Router
-from serve_app.settings import AppSettings, ModelPoolSettings
+from serve_app.settings import AppSettings, ModelPoolSettings, Scaling
 
 ROUTER_POLICY = "serve_app.core.autoscaling:BusyTarget"
 
@@ -32,7 +32,14 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         max_ongoing_requests=router.max_ongoing_requests,
         ray_actor_options={"num_cpus": router.num_cpus},
         autoscaling_config={**router.autoscaling_config(), "policy": policy},
+        **_placement(router),
     ).bind(controller, pools)
+
+
+def _placement(scaling: Scaling) -> dict[str, Any]:
+    """Serve's per-node bound, only when set (Serve's default is unbounded)."""
+    per_node = scaling.max_replicas_per_node
+    return {} if per_node is None else {"max_replicas_per_node": per_node}
 
 
 def _pool(pool: ModelPoolSettings, config: dict[str, Any], controller) -> Application:
@@ -47,4 +54,5 @@ def _pool(pool: ModelPoolSettings, config: dict[str, Any], controller) -> Applic
         max_ongoing_requests=pool.max_ongoing_requests,
         ray_actor_options=actor_options,
         autoscaling_config=pool.autoscaling_config(),
+        **_placement(pool),
     ).bind(controller, pool.name)

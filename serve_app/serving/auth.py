@@ -31,6 +31,12 @@ def require_admin(authorization: str | None, expected: str | None) -> None:
     _check_bearer(authorization, expected, "admin")
 
 
+def require_reader(authorization: str | None, expected: str | None, needed: bool) -> None:
+    """The admin API's reads: open, unless the settings close them behind the admin token."""
+    if needed:
+        require_admin(authorization, expected)
+
+
 def require_scoring(authorization: str | None, expected: str | None) -> None:
     if expected is not None:  # scoring is open unless a scoring token is configured
         _check_bearer(authorization, expected, "scoring")

@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -113,6 +114,9 @@ class Controller(
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         self._settings = AppSettings.model_validate(config)
+        Path(self._settings.home).mkdir(
+            parents=True, exist_ok=True
+        )  # `serve deploy` on a new machine
         if self._registry is None:
             self._registry = Registry(self._settings.registry.tracking_uri or "")
         if self._history is None:

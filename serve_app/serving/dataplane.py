@@ -18,7 +18,9 @@ from typing import Protocol
 import numpy as np
 import orjson
 
+from serve_app.core import deadlines
 from serve_app.core.cache import PredictionCache, feature_digest
+from serve_app.core.deadlines import NO_DEADLINE, Deadline, DeadlineExceeded
 from serve_app.core.routing import ModelRoute, RoutingTable
 from serve_app.labels.feedback import valid_request_id
 from serve_app.metrics import ScoringMetrics
@@ -112,13 +114,15 @@ class Dataplane:
             if pinned is not None and pinned not in route.versions:
                 features = (await self._pinned_info(route, pinned)).features
             decoded = self._decode(protocol, body, request, features)
+            deadline = self._deadline(name, request, decoded, started)
+            deadline.check(time.perf_counter())
             request_id = body_request_id(decoded) or request_id or new_request_id()
             key = self._key(request, decoded)
             version = pinned if pinned is not None else route.choose(key)
             self._observe.metrics.model_cache.inc(
                 tags={"model": name, "result": "miss" if loaded_here else "hit"}
             )
-            scored = await self._cached(route, version, decoded.batch, pinned is not None)
+            scored = await self._cached(route, version, decoded.batch, pinned is not None, deadline)
             flagged = decisions(scored.scores, scored.threshold)
             if protocol == "v2":
                 payload = v2.encode_response(name, version, scored.scores, flagged, request_id)
@@ -127,6 +131,8 @@ class Dataplane:
             status = 200
         except ServeAppError as error:
             status, payload = error.status, error_body(error.message)
+            if isinstance(error, DeadlineExceeded):
+                self._observe.metrics.deadline_exceeded.inc(tags={"model": name})
         except Exception:
             logger.exception("scoring %s v%s failed", name, version)
             status, payload = 500, error_body("internal error while scoring")
@@ -203,11 +209,13 @@ class Dataplane:
             return route.threshold(version)
         return (await self._pinned_info(route, version)).threshold
 
-    async def _cached(self, route: ModelRoute, version: int, batch: np.ndarray, pinned: bool):
+    async def _cached(
+        self, route: ModelRoute, version: int, batch: np.ndarray, pinned: bool, deadline: Deadline
+    ) -> Scored:
         """Scores, through the prediction cache when the model has one (then hit or miss)."""
         cache = self._state.cache
         if not cache.enabled_for(route.name):
-            return await self._scored(route, version, batch, pinned)
+            return await self._scored(route, version, batch, pinned, deadline)
         digest = feature_digest(batch)
         scores = cache.get(route.name, version, digest)
         result = "miss" if scores is None else "hit"
@@ -216,18 +224,32 @@ class Dataplane:
             lane = route.pool or FAST_LANE
             runtime = self._pool_runtimes.get(lane, RUNTIME)
             return Scored(scores, await self._threshold(route, version), lane, runtime, "hit")
-        scored = await self._scored(route, version, batch, pinned)
+        scored = await self._scored(route, version, batch, pinned, deadline)
         cache.put(route.name, version, digest, scored.scores)
         return replace(scored, cached="miss")
 
     async def _scored(
-        self, route: ModelRoute, version: int, batch: np.ndarray, pinned: bool
+        self,
+        route: ModelRoute,
+        version: int,
+        batch: np.ndarray,
+        pinned: bool,
+        deadline: Deadline = NO_DEADLINE,
     ) -> Scored:
+        """Scores from the model's lane; a request whose deadline passes while it waits (for
+        a model to open, for a pool replica) is dropped unscored."""
         if route.pool is not None:
-            answer = await self._pools.score(route.pool, route.name, version, batch)
+            pool_call = self._pools.score(route.pool, route.name, version, batch)
+            try:
+                answer = await asyncio.wait_for(
+                    pool_call, deadline.remaining_s(time.perf_counter())
+                )
+            except TimeoutError:  # the pool's queue held it too long: cancelled there
+                raise DeadlineExceeded(deadline.message(time.perf_counter())) from None
             self._pool_runtimes[route.pool] = answer.runtime
             return Scored(answer.scores, answer.threshold, route.pool, answer.runtime)
         model = await self._fast.model(route, version, pinned)
+        deadline.check(time.perf_counter())
         scores = await self._fast.predict(model, batch)
         return Scored(scores, model.threshold, FAST_LANE, RUNTIME)
 
@@ -235,7 +257,17 @@ class Dataplane:
         limit = self._state.settings.limits.max_rows
         if protocol == "v2":
             return v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH), features, limit)
-        return mlflow_scoring.decode_request(body, features, limit)
+        content_type = request.headers.get("content-type")
+        return mlflow_scoring.decode_request(body, features, limit, content_type)
+
+    def _deadline(
+        self, name: str, request: HttpRequest, decoded: Decoded, started: float
+    ) -> Deadline:
+        settings = self._state.settings.deadlines
+        default = deadlines.model_default(name, settings.models, settings.default_ms)
+        header = request.headers.get(settings.header)
+        parameter = decoded.parameters.get(deadlines.PARAMETER)
+        return Deadline(started, deadlines.budget_ms(settings.header, header, parameter, default))
 
     def _key(self, request: HttpRequest, decoded: Decoded) -> str | None:
         routing = self._state.settings.routing

@@ -19,6 +19,11 @@ ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
     for method, handler, pattern in (
         ("POST", "v2_infer", rf"/v2/models/{_NAME}{_VERSION}/infer"),
         ("POST", "mlflow_invocations", rf"/models/{_NAME}{_VERSION}/invocations"),
+        # MLflow's single-model scoring server paths (routing.default_model)
+        ("POST", "mlflow_root_invocations", r"/invocations"),
+        ("GET", "mlflow_ping", r"/ping"),
+        ("GET", "mlflow_ping", r"/health"),
+        ("GET", "mlflow_version", r"/version"),
         ("POST", "v2_feedback", rf"/v2/models/{_NAME}/feedback"),
         ("GET", "v2_model_ready", rf"/v2/models/{_NAME}{_VERSION}/ready"),
         ("GET", "v2_model_metadata", rf"/v2/models/{_NAME}{_VERSION}"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from serve_app.labels.feedback import OUTCOMES, read_batch
 from serve_app.labels.report import model_quality
@@ -26,9 +27,15 @@ LABEL_HANDLERS = frozenset({"v2_feedback", "admin_quality"})
 
 
 class LabelEndpoints:
-    def __init__(self, state: RouterState, store: LabelStore) -> None:
+    def __init__(
+        self,
+        state: RouterState,
+        store: LabelStore,
+        require_reader: Callable[[HttpRequest], None],
+    ) -> None:
         self._state = state
         self._store = store
+        self._require_reader = require_reader  # the admin API's rule for reads
         self._scoring_token = auth.load_token(auth.SCORING_TOKEN_ENV)
 
     async def v2_feedback(self, request: HttpRequest, found: http.Match) -> Reply:
@@ -55,6 +62,7 @@ class LabelEndpoints:
 
     async def admin_quality(self, request: HttpRequest, found: http.Match) -> Reply:
         """Live quality per version and prediction-date cohort (default: the gauges' window)."""
+        self._require_reader(request)
         name = found.name or ""
         now = time.time()
         since = http.parse_since(request.query("since"), now)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -42,7 +43,7 @@ logger = logging.getLogger("ray.serve")
 
 SYNC_WAIT_S = 2.0
 METRICS_FLUSH_S = 1.0
-STARTUP_WAIT_S = 60.0  # a new replica waits this long for its first table before serving
+WAITING_LOG_S = 30.0  # how often a replica without its first table says why it waits
 FEATURES_CACHE = 64  # signatures of versions outside the table (pinned requests)
 SCORING = {"v2_infer": "v2", "mlflow_invocations": "mlflow"}
 
@@ -81,6 +82,7 @@ class Router:
             self.cache = PredictionCache(cache.models, cache.ttl_s, cache.max_entries)
         if self._fast is not None:  # the fast lane's size is fixed for a replica's life
             return
+        Path(self.settings.home).mkdir(parents=True, exist_ok=True)  # its label store is there
         capacity = self.settings.router.max_models_per_replica
         self._fast = FastLane(self._fetch, capacity, self.metrics)
         labels = self.settings.labels
@@ -90,19 +92,29 @@ class Router:
         self._log = await asyncio.to_thread(
             open_prediction_log, self.settings, self._replica_id, self._store
         )
-        self._labels = LabelEndpoints(self, self._store)
+        self._labels = LabelEndpoints(self, self._store, self._admin.require_reader)
         self._dataplane = Dataplane(self, self._fast, self._pools, self._observer, self._log)
         loop = asyncio.get_running_loop()
         self._background = [
             loop.create_task(self._sync_forever()),
             loop.create_task(self._flush_metrics_forever()),
         ]
-        # Serve routes traffic to a replica once reconfigure returns: hold it back until
-        # the replica has a routing table and its hot models are open.
-        try:
-            await asyncio.wait_for(self._first_table.wait(), STARTUP_WAIT_S)
-        except TimeoutError:
-            logger.warning("no routing table after %.0f s; starting unready", STARTUP_WAIT_S)
+        # Serve routes traffic to a replica once reconfigure returns, and counts the app
+        # RUNNING once every replica has: hold it back until it has a routing table and its
+        # hot models are open, however long the registry is away. Otherwise a cluster that
+        # cannot read MLflow would look healthy and answer 503 to everything (and KubeRay's
+        # upgrade would switch traffic to it).
+        started = time.monotonic()
+        while not self._first_table.is_set():
+            try:
+                await asyncio.wait_for(self._first_table.wait(), WAITING_LOG_S)
+            except TimeoutError:
+                logger.warning(
+                    "no routing table after %.0f s: the control actor cannot read the "
+                    "registry yet (is MLflow reachable?); this replica takes no traffic "
+                    "until it has one",
+                    time.monotonic() - started,
+                )
 
     def __serve_build_asgi_app__(self) -> asgi.App:
         """Serve calls this once the replica is built: the router answers HTTP itself."""
@@ -111,6 +123,8 @@ class Router:
     async def _answer(self, request: HttpRequest) -> Reply:
         try:
             found = http.match(request.method, request.path)
+            if found.handler == "mlflow_root_invocations":
+                found = http.Match("mlflow_invocations", self._default_model())
             protocol = SCORING.get(found.handler)
             if protocol is not None:
                 return await self._dataplane.score(request, found, protocol)
@@ -121,6 +135,15 @@ class Router:
         except Exception:
             logger.exception("unexpected error on %s %s", request.method, request.path)
             return Reply(error_body("internal error"), 500)
+
+    def _default_model(self) -> str:
+        name = self.settings.routing.default_model
+        if name is None:
+            raise NotFound(
+                "no model is served at /invocations (set routing.default_model); "
+                "score a model at /models/{name}/invocations"
+            )
+        return name
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve calls this for the router's autoscaling policy (core/autoscaling.py)."""

@@ -19,9 +19,13 @@ ROW = [120.0, 3.0, 0.4, 2.0, 8.0, 40.0, 100.0, 300.0, 1.0, 0.0, 0.3, 2.0]
 
 
 def call(url: str, body: Any = None, method: str | None = None, headers: dict | None = None):
-    """(status, parsed JSON, headers); `body` bytes are sent as they are."""
+    """(status, parsed JSON, headers); `body` bytes are sent as they are, as JSON unless
+    `headers` name another content type (urllib's own default is a form)."""
     data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
+    if data is not None:
+        headers.setdefault("content-type", "application/json")
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return answer.status, json.loads(answer.read() or b"null"), answer.headers

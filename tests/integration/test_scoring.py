@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from importlib.metadata import version
 
 import numpy as np
@@ -96,3 +98,58 @@ def test_admin_lists_models_versions_aliases_and_placement(service):
     model = body["models"][DEMO_MODELS[0]]
     assert model["aliases"]["champion"] == model["serving"]["champion"]
     assert body["last_poll"]["ok"] is True
+
+
+def test_mlflows_scoring_contract_csv_content_types_and_its_root_paths(service):
+    """As `mlflow models serve` answers: CSV with a header row, 415 for another content type
+    or MLflow 1.x's `format=`, `/ping`, `/health` and `/version`."""
+    name = DEMO_MODELS[2]
+    url = f"{service.url}/models/{name}/invocations"
+    _, json_answer, _ = call(url, records_payload())
+    header = ",".join(reversed(FEATURES))
+    row = ",".join(str(value) for value in reversed(ROW))
+    csv = f"{header}\n{row}\n{row}\n".encode()
+    status, csv_answer, headers = call(url, csv, headers={"content-type": "text/csv"})
+    assert status == 200 and headers["x-model-name"] == name, csv_answer
+    assert csv_answer["predictions"] == pytest.approx([json_answer["predictions"][0]] * 2)
+
+    body = json.dumps(records_payload()).encode()
+    for content_type, words in (
+        ("application/xml", "unsupported content type 'application/xml'"),
+        ("application/json; format=pandas-split", "parameters: format"),
+        ("application/json; charset=latin-1", "UTF-8"),
+    ):
+        status, answer, _ = call(url, body, headers={"content-type": content_type})
+        assert status == 415 and words in answer["error"], (content_type, answer)
+    status, answer, _ = call(url, b"amount\n1\n", headers={"content-type": "text/csv"})
+    assert status == 422 and "missing feature" in answer["error"]
+
+    for path in ("/ping", "/health"):
+        with urllib.request.urlopen(f"{service.url}{path}", timeout=10) as answer:
+            assert answer.status == 200 and answer.read() == b"\n"
+    with urllib.request.urlopen(f"{service.url}/version", timeout=10) as answer:
+        assert answer.read().decode() == version("mlflow")
+    status, answer, _ = call(f"{service.url}/invocations", records_payload())
+    assert status == 404 and "routing.default_model" in answer["error"]
+
+
+def test_a_request_past_its_deadline_is_a_504_and_is_not_scored(service):
+    """The budget from the header or the V2 parameters; spent before scoring: 504, counted
+    per model, no version answered; a budget that is not a number of ms: 400."""
+    from tests.integration.helpers import exported, settled
+
+    name = DEMO_MODELS[3]
+    url = f"{service.url}/v2/models/{name}/infer"
+    family = "ray_serve_app_deadline_exceeded_total"
+    before = settled(family, model=name)
+    status, answer, headers = call(url, v2_payload(), headers={"x-request-timeout-ms": "0.001"})
+    assert status == 504 and "deadline of 0.001 ms passed" in answer["error"], answer
+    assert "x-model-version" not in headers  # not scored
+    late = {**v2_payload(), "parameters": {"timeout_ms": 0.001}}
+    status, answer, _ = call(url, late)
+    assert status == 504 and "not scored" in answer["error"]
+    status, answer, headers = call(url, v2_payload(), headers={"x-request-timeout-ms": "5000"})
+    assert status == 200 and headers["x-model-version"]
+    status, answer, _ = call(url, v2_payload(), headers={"x-request-timeout-ms": "soon"})
+    assert status == 400 and "x-request-timeout-ms" in answer["error"]
+    wait_until(lambda: exported(family, model=name) == before + 2, timeout=30, what="the 504 count")

@@ -31,3 +31,13 @@ def test_token_from_env_or_file(monkeypatch, tmp_path):
     assert auth.load_token(auth.ADMIN_TOKEN_ENV) == "from-file"
     monkeypatch.setenv(auth.ADMIN_TOKEN_ENV, "from-env")
     assert auth.load_token(auth.ADMIN_TOKEN_ENV) == "from-env"
+
+
+def test_admin_reads_are_open_unless_the_settings_close_them():
+    auth.require_reader(None, None, needed=False)
+    auth.require_reader(None, "s3cret", needed=False)
+    auth.require_reader("Bearer s3cret", "s3cret", needed=True)
+    with pytest.raises(Unauthorized):
+        auth.require_reader(None, "s3cret", needed=True)
+    with pytest.raises(Forbidden, match="disabled"):  # closed, and no token: closed for all
+        auth.require_reader("Bearer anything", None, needed=True)

@@ -313,3 +313,73 @@ def test_http_routes():
         http.match("GET", "/nope")
     with pytest.raises(NotFound, match="not a registry version"):
         http.parse_version("latest")
+
+
+# -- MLflow's content types and CSV bodies ------------------------------------------------------
+def test_mlflow_content_types_are_checked_as_mlflows_scoring_server_does():
+    from serve_app.protocol.errors import UnsupportedMediaType
+
+    assert mlflow_scoring.media_type("application/json") == "application/json"
+    assert mlflow_scoring.media_type("Application/JSON; charset=UTF-8") == "application/json"
+    assert mlflow_scoring.media_type("text/csv") == "text/csv"
+    refused = {
+        None: "Content-Type header is needed",
+        "": "Content-Type header is needed",
+        "application/xml": "unsupported content type 'application/xml'",
+        "application/json; charset=latin-1": "only supports UTF-8",
+        "application/json; format=pandas-split": "unrecognized content type parameters: format",
+    }
+    for content_type, message in refused.items():
+        with pytest.raises(UnsupportedMediaType, match=message) as error:
+            mlflow_scoring.media_type(content_type)
+        assert error.value.status == 415
+    with pytest.raises(UnsupportedMediaType, match="dataframe_split"):  # says what to send
+        mlflow_scoring.media_type("application/json; format=pandas-split")
+
+
+def csv_batch(text: str, max_rows: int = 100) -> np.ndarray:
+    decoded = mlflow_scoring.decode_request(text.encode(), FEATURES, max_rows, "text/csv")
+    return decoded.batch
+
+
+def test_a_csv_body_with_a_header_row_scores_like_json_records():
+    rows = [[float(i + j) for j in range(len(FEATURES))] for i in range(3)]
+    shuffled = list(reversed(FEATURES))
+    text = ",".join(shuffled) + "\n"
+    text += "\n".join(",".join(str(row[FEATURES.index(f)]) for f in shuffled) for row in rows)
+    records = [dict(zip(FEATURES, r, strict=True)) for r in rows]
+    expected = decode_mlflow({"dataframe_records": records})
+    np.testing.assert_array_equal(csv_batch(text + "\n"), expected)
+    np.testing.assert_array_equal(csv_batch(text.replace("\n", "\r\n")), expected)
+
+
+def test_bad_csv_bodies_get_a_4xx_naming_the_problem_and_never_a_value():
+    header = ",".join(FEATURES)
+    secret = "4111111111111111"
+    row = ",".join(["1"] * len(FEATURES))
+    cases = {
+        "": "empty",
+        header: "no rows",
+        header + "\n" + row + ",1": "row 1 has",
+        header + "\n" + row.replace("1", secret, 1).replace(secret, "x" + secret, 1): "numbers",
+        header + "\n" + row.replace("1", "nan", 1): "finite",
+        ",".join([FEATURES[0], *FEATURES[:-1]]) + "\n" + row: "twice",
+        ",".join(FEATURES[:-1]) + ",other\n" + row: "missing feature",
+    }
+    for text, message in cases.items():
+        with pytest.raises((InvalidInput, BadRequest), match=message) as error:
+            csv_batch(text)
+        assert secret not in error.value.message
+    with pytest.raises(InvalidInput, match="exceed the limit"):
+        csv_batch(header + "\n" + "\n".join([row] * 3), max_rows=2)
+    with pytest.raises(BadRequest, match="UTF-8"):
+        mlflow_scoring.decode_request(b"\xff\xfe", FEATURES, 10, "text/csv")
+
+
+def test_mlflows_single_model_paths_are_routed():
+    assert http.match("POST", "/invocations").handler == "mlflow_root_invocations"
+    assert http.match("GET", "/ping").handler == "mlflow_ping"
+    assert http.match("GET", "/health").handler == "mlflow_ping"
+    assert http.match("GET", "/version").handler == "mlflow_version"
+    with pytest.raises(MethodNotAllowed):
+        http.match("GET", "/invocations")

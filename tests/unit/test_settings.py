@@ -41,3 +41,13 @@ def test_model_pools_need_distinct_names_and_valid_bounds():
         AppSettings.model_validate({"pools": [{"name": "Not A Name"}]})
     with pytest.raises(pydantic.ValidationError, match="max_replicas"):
         AppSettings.model_validate({"pools": [{"name": "p", "min_replicas": 2}]})
+
+
+def test_replicas_per_node_and_admin_reads_default_to_serves_own_defaults():
+    settings = AppSettings()
+    assert settings.router.max_replicas_per_node is None  # Serve's default: unbounded
+    assert settings.admin.reads_need_token is False
+    spread = AppSettings.model_validate({"router": {"max_replicas_per_node": 1}})
+    assert spread.router.max_replicas_per_node == 1
+    with pytest.raises(pydantic.ValidationError, match="max_replicas_per_node"):
+        AppSettings.model_validate({"router": {"max_replicas_per_node": 0}})
