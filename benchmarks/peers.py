@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks.models import CANARY_EVERY, CANARY_WEIGHT
 from benchmarks.payloads import Kind
 from benchmarks.servers import Server, port_is_free
-from serve_app.proxy_env import FAST_INGRESS_ENV
+from serve_app.proxy_env import FAST_INGRESS_ENV, LOCAL_SHUTDOWN_ENV
 from serve_app.registry.seed import POOLED_DEMO_MODELS
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -58,11 +58,7 @@ FAST_INGRESS_OFF = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTI
 # Start/stop housekeeping only (no effect on steady-state numbers): no traffic is left to
 # drain when a benchmark stops serve-app (30 s defaults), and a proxy that takes over 5 s
 # to start on a busy 2-core machine must not be killed (that fails `serve.start`).
-HOUSEKEEPING = {
-    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-    "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S": "1",
-    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
-}
+HOUSEKEEPING = {**LOCAL_SHUTDOWN_ENV, "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30"}
 HAPROXY = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_HAPROXY_BALANCE_ALGORITHM": f"hdr({MULTIPLEX_HEADER})",

@@ -20,7 +20,7 @@ import yaml
 
 from serve_app import cli_drift, cli_labels, demo_drift
 from serve_app.cli_http import admin, get_json, read_or_exit
-from serve_app.proxy_env import fast_ingress_env
+from serve_app.proxy_env import LOCAL_SHUTDOWN_ENV, fast_ingress_env
 from serve_app.settings import APP_NAME, AppSettings
 
 DEFAULT_CONFIG = Path("configs/serve_config.yaml")
@@ -76,6 +76,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     address = os.environ.get("RAY_ADDRESS") or "local"
     haproxy_dir = None
+    if address == "local":  # a cluster of our own: Ctrl-C stops it in seconds
+        for key, value in LOCAL_SHUTDOWN_ENV.items():
+            os.environ.setdefault(key, value)
     if address == "local" and not args.default_ingress:
         haproxy_dir = tempfile.mkdtemp(prefix="sa-haproxy-")
         for key, value in fast_ingress_env(haproxy_dir).items():

@@ -37,6 +37,16 @@ FAST_INGRESS_ENV = {
 CLUSTER_INGRESS_ENV = {**FAST_INGRESS_ENV, "RAY_SERVE_HAPROXY_METRICS_ENABLED": "1"}
 
 
+# A local cluster that `serve-app up` started and stops: Serve keeps its ingress draining
+# for at least 30 s on shutdown (for a load balancer to notice), which is what made Ctrl-C
+# take over 30 s. Nothing balances in front of a local cluster; 1 s is plenty. Never on
+# Kubernetes, where the Service needs that time to take a terminating pod out.
+LOCAL_SHUTDOWN_ENV = {
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S": "1",
+}
+
+
 def fast_ingress_env(folder: str) -> dict[str, str]:
     """`FAST_INGRESS_ENV` plus per-run HAProxy files and ports under `folder`.
 

@@ -73,11 +73,12 @@ def ray_cluster() -> Iterator[None]:
     """
     import ray
 
-    from serve_app.proxy_env import fast_ingress_env
+    from serve_app.proxy_env import LOCAL_SHUTDOWN_ENV, fast_ingress_env
 
     haproxy_dir = tempfile.mkdtemp(prefix="sa-test-haproxy-")
-    previous = {key: os.environ.get(key) for key in fast_ingress_env(haproxy_dir)}
-    os.environ.update(fast_ingress_env(haproxy_dir))
+    environment = {**fast_ingress_env(haproxy_dir), **LOCAL_SHUTDOWN_ENV}  # as `up` sets it
+    previous = {key: os.environ.get(key) for key in environment}
+    os.environ.update(environment)
     ray.init(
         address="local",
         include_dashboard=False,
