@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.server import get_app_client
@@ -75,6 +76,7 @@ def server(tmp_path_factory) -> Iterator[tuple[str, dict[str, dict], int]]:
         except OSError:
             return process.poll() is not None  # ended: fail below, not after the timeout
 
+    previous_uri = os.environ.get("MLFLOW_TRACKING_URI")
     try:
         wait_until(healthy, timeout=120, what="the mlflow server")
         assert process.poll() is None, (tmp / "server.log").read_text()[-3000:]
@@ -82,6 +84,9 @@ def server(tmp_path_factory) -> Iterator[tuple[str, dict[str, dict], int]]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+        # `Registry(url)` made this server MLflow's tracking URI, in this process and in
+        # $MLFLOW_TRACKING_URI, which every Ray cluster started later would inherit.
+        mlflow.set_tracking_uri(previous_uri)
 
 
 def test_a_caller_without_a_user_can_neither_read_nor_write(server):

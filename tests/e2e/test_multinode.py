@@ -33,7 +33,11 @@ def cluster():
 def test_replicas_spread_and_survive_a_lost_node(cluster, seeded_home):
     cluster, workers = cluster
     serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT})
-    args = {"home": str(seeded_home), "router": {"min_replicas": 2, "max_replicas": 2}}
+    args = {
+        "home": str(seeded_home),
+        "registry": {"tracking_uri": f"sqlite:///{seeded_home / 'mlflow.db'}"},
+        "router": {"min_replicas": 2, "max_replicas": 2},
+    }
     serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     url = f"http://127.0.0.1:{HTTP_PORT}"
     wait_until(lambda: http_ready(url), timeout=120, what="the service")
