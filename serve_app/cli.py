@@ -100,13 +100,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print("\nshutting down ...")
+        print("\nshutting down ...", flush=True)
     finally:
+        stopping = time.perf_counter()
         serve.shutdown()
+        print(f"Serve stopped in {time.perf_counter() - stopping:.1f} s", flush=True)
         ray.shutdown()
+        print(f"Ray stopped in {time.perf_counter() - stopping:.1f} s", flush=True)
         if haproxy_dir:
             shutil.rmtree(haproxy_dir, ignore_errors=True)
-    return 0
+    # Everything `up` started is stopped: the interpreter's teardown of Ray's and MLflow's
+    # modules would only add about 3 s to Ctrl-C (measured). An error above still raises.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _wait_ready(url: str) -> int:

@@ -107,6 +107,8 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return await lifespan(receive, send)
+        if scope["type"] != "http":  # a websocket: refused (the server closes it)
+            return None
         reply = await self._answer(HttpRequest(scope, receive))
         await reply.send(send)
 

@@ -66,6 +66,7 @@ POLICY_TAG = "serve_app.rollout_policy"
     ray_actor_options={"num_cpus": 0},
     health_check_period_s=5,
     logging_config={"enable_access_log": False},  # replicas long-poll it all the time
+    graceful_shutdown_wait_loop_s=0.5,  # Serve's 2 s steps made every stop seconds longer
 )
 class Controller(
     RolloutSteps,

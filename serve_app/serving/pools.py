@@ -60,7 +60,10 @@ class PoolAnswer:
 
 
 # No access log: writing a line per request costs more than scoring the row.
-@serve.deployment(logging_config={"enable_access_log": False, "log_level": "WARNING"})
+@serve.deployment(
+    logging_config={"enable_access_log": False, "log_level": "WARNING"},
+    graceful_shutdown_wait_loop_s=0.5,  # checks for requests in flight when stopping
+)
 class ModelPool:
     def __init__(self, controller: DeploymentHandle, pool: str) -> None:
         self._controller = controller

@@ -50,7 +50,10 @@ SCORING = {"v2_infer": "v2", "mlflow_invocations": "mlflow"}
 
 # No access log: writing a line per request costs more than scoring the row; WARNING
 # also spares building the access record that the filter would drop.
-@serve.deployment(logging_config={"enable_access_log": False, "log_level": "WARNING"})
+@serve.deployment(
+    logging_config={"enable_access_log": False, "log_level": "WARNING"},
+    graceful_shutdown_wait_loop_s=0.5,  # checks for requests in flight when stopping
+)
 @serve.ingress()
 class Router:
     def __init__(

@@ -10,10 +10,12 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
+from serve_app.registry.seed import FEATURES
 from tests.conftest import wait_until
-from tests.e2e.up import BIN, CLI, serve_app_up, user_env
-from tests.integration.helpers import call, v2_payload
+from tests.e2e.up import BIN, CLI, ROOT, serve_app_up, user_env
+from tests.integration.helpers import ROW, call, v2_payload
 from tests.postgres import postgres_cluster
 
 MLFLOW_PORT = 8177
@@ -90,9 +92,25 @@ def test_seed_and_serve_from_a_tracking_server(mlflow_server, tmp_path):
         (tmp_path / ".serve-app" / "artifacts").rglob("model.onnx")
     )
 
+    # a client of `mlflow models serve` knows one model at the root paths
+    config = yaml.safe_load((ROOT / "configs/serve_config.yaml").read_text())
+    config["applications"][0]["args"]["routing"]["default_model"] = "fraud-card-eu"
+    config_path = tmp_path / "serve_config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
     service = f"http://127.0.0.1:{UP_PORT}"
-    with serve_app_up(tmp_path, UP_PORT, "--no-seed", env=env) as lines:
+    with serve_app_up(
+        tmp_path, UP_PORT, "--no-seed", "--config", str(config_path), env=env
+    ) as lines:
         assert f"registry: {url}" in "".join(lines)
         status, answer, headers = call(f"{service}/v2/models/fraud-card-eu/infer", v2_payload())
         assert status == 200 and headers["x-model-version"] == "1", answer
         assert call(f"{service}/admin/models")[1]["registry_uri"] == url
+        csv = ",".join(FEATURES) + "\n" + ",".join(map(str, ROW)) + "\n"
+        status, root, headers = call(
+            f"{service}/invocations", csv.encode(), headers={"content-type": "text/csv"}
+        )
+        assert status == 200 and headers["x-model-name"] == "fraud-card-eu", root
+        assert root["predictions"][0] == pytest.approx(answer["outputs"][0]["data"][0], abs=1e-6)
+        with urllib.request.urlopen(f"{service}/ping", timeout=10) as ping:
+            assert ping.status == 200
