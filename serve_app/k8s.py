@@ -11,7 +11,10 @@ These manifests are generated, never edited, so they cannot drift from their sou
   config with the overlay's `serve-args.yaml` merged into the application's args (prod
   needs more router replicas, spread over nodes, than a laptop or dev);
 - `deployments/monitoring/prometheusrule.yaml`: the PrometheusRule wrapping the plain rules
-  file `deployments/monitoring/rules/serve-app-rules.yaml`, the one that promtool tests.
+  file `deployments/monitoring/rules/serve-app-rules.yaml`, the one that promtool tests;
+- `deployments/argocd/argocd-cm.patch.yaml`: the `argocd-cm` keys that install Argo CD's
+  health check for RayService, carrying `deployments/argocd/health/ray.io/RayService/health.lua`
+  (the script that tests/deploy runs on its cases) unchanged.
 
 `--check` renders in memory and fails when a committed file differs (CI, tests/deploy).
 Paths are relative to the project folder, where the command is meant to run.
@@ -37,6 +40,9 @@ RULES = Path("deployments/monitoring/rules/serve-app-rules.yaml")
 PROMETHEUSRULE_BASE = Path("deployments/monitoring/prometheusrule.base.yaml")
 PROMETHEUSRULE = Path("deployments/monitoring/prometheusrule.yaml")
 OVERLAYS = Path("deployments/overlays")
+ARGOCD_HEALTH = Path("deployments/argocd/health/ray.io/RayService/health.lua")
+ARGOCD_CM = Path("deployments/argocd/argocd-cm.patch.yaml")
+ARGOCD_HEALTH_KEY = "resource.customizations.health.ray.io_RayService"  # <group>_<kind>
 OVERLAY_ARGS = "serve-args.yaml"  # hand-written, per overlay
 OVERLAY_PATCH = "serveconfig.patch.yaml"  # generated from it
 
@@ -154,6 +160,26 @@ def render_prometheusrule(rules: dict[str, Any], base: dict[str, Any]) -> dict[s
     return {**copy.deepcopy(base), "spec": {"groups": copy.deepcopy(rules["groups"])}}
 
 
+def render_argocd_cm(health_lua: str) -> dict[str, Any]:
+    """The `argocd-cm` keys for the RayService health check, as a merge patch of that ConfigMap.
+
+    Only these keys: applied with `kubectl patch --type merge`, the rest of an installation's
+    `argocd-cm` stays as it is (`kubectl apply` of a whole ConfigMap would replace it).
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "argocd-cm",
+            "labels": {
+                "app.kubernetes.io/name": "argocd-cm",
+                "app.kubernetes.io/part-of": "argocd",
+            },
+        },
+        "data": {ARGOCD_HEALTH_KEY: health_lua},
+    }
+
+
 def _load(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
@@ -166,6 +192,8 @@ def render(
     rule_base_path: str | Path = PROMETHEUSRULE_BASE,
     rule_out_path: str | Path = PROMETHEUSRULE,
     overlays: str | Path = OVERLAYS,
+    health_path: str | Path = ARGOCD_HEALTH,
+    argocd_cm_path: str | Path = ARGOCD_CM,
     *,
     check: bool = False,
 ) -> list[Path]:
@@ -180,6 +208,9 @@ def render(
     outputs = {
         Path(out_path): _dump(rayservice, f"{RAYSERVICE_BASE} + {CONFIG} (serveConfigV2)"),
         Path(rule_out_path): _dump(rule, f"{PROMETHEUSRULE_BASE} + {RULES} (spec.groups)"),
+        Path(argocd_cm_path): _dump(
+            render_argocd_cm(Path(health_path).read_text()), f"{ARGOCD_HEALTH} (data)"
+        ),
     }
     for args_path in sorted(Path(overlays).glob(f"*/{OVERLAY_ARGS}")):
         patch = render_overlay_patch(config, _load(args_path) or {})

@@ -336,6 +336,8 @@ def _render_paths(root: Path) -> dict[str, Path]:
         "rule_base_path": root / k8s.PROMETHEUSRULE_BASE,
         "rule_out_path": root / k8s.PROMETHEUSRULE,
         "overlays": root / k8s.OVERLAYS,
+        "health_path": root / k8s.ARGOCD_HEALTH,
+        "argocd_cm_path": root / k8s.ARGOCD_CM,
     }
 
 
