@@ -32,6 +32,7 @@ CRD_FILES = (
     "prometheus-operator-v0.93.0/monitoring.coreos.com_podmonitors.yaml",
     "prometheus-operator-v0.93.0/monitoring.coreos.com_servicemonitors.yaml",
     "prometheus-operator-v0.93.0/monitoring.coreos.com_prometheusrules.yaml",
+    "argo-cd-3.6/argoproj.io_applications.yaml",
 )
 SERVE_SCHEMA_FILE = "ray-serve-2.60.0/ServeDeploySchema.json"
 S3_VARIANT = "overlays/prod+components/mlflow-s3-artifacts"
