@@ -23,7 +23,7 @@ from serve_app.core.ratelimit import TokenBucket, retry_after_header
 from serve_app.metrics import UNKNOWN_MODEL, ScoringMetrics, outcome
 from serve_app.protocol import explain as wire
 from serve_app.protocol import v2
-from serve_app.protocol.errors import Conflict, ServeAppError, TooManyRequests
+from serve_app.protocol.errors import Conflict, NotReady, ServeAppError, TooManyRequests
 from serve_app.runtime.explainer import ExplainerLoadError, TreeExplainer
 from serve_app.serving import auth, http
 from serve_app.serving.asgi import HttpRequest, Reply
@@ -63,6 +63,8 @@ class Explanations:
         headers: dict[str, str] = {}
         try:
             request_id = header_request_id(request)
+            if request_id is not None:
+                headers["x-request-id"] = request_id
             auth.require_scoring(request.headers.get("authorization"), self._scoring_token)
             route = self._dataplane.require_route(name)
             model = route.name
@@ -134,7 +136,11 @@ class Explanations:
     async def _open(self, key: Key, features: tuple[str, ...]) -> TreeExplainer | str:
         """Fetch and open the LightGBM model; a reason (kept, so never fetched again) when
         the version cannot be explained. A registry that is away raises: asked again."""
-        text = await self._fetch_text(*key)
+        try:
+            text = await self._fetch_text(*key)
+        except Exception as error:  # the registry is away: nothing kept, the next one asks
+            logger.warning("text model of %s v%s not fetched: %s", *key, error)
+            raise NotReady(f"the explainer of version {key[1]} cannot be fetched now") from None
         if text is None:
             found: TreeExplainer | str = "it was registered without its LightGBM text model"
         else:

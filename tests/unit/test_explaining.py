@@ -50,6 +50,7 @@ class ControlActor:
     def __init__(self, boosters) -> None:
         self.boosters = boosters
         self.texts: list[int] = []
+        self.away = False  # the registry cannot be read
 
     async def artifact(self, name: str, version: int) -> ModelArtifact:
         if version not in self.boosters:  # as the router's fetch answers
@@ -59,6 +60,8 @@ class ControlActor:
     async def booster_text(self, name: str, version: int) -> str | None:
         self.texts.append(version)
         await asyncio.sleep(0.01)  # concurrent first explanations overlap here
+        if self.away:
+            raise ConnectionError("the registry does not answer")
         return None if version == 4 else self.boosters[version][0].model_to_string()
 
 
@@ -195,3 +198,13 @@ def test_bad_input_gets_a_4xx_that_never_echoes_a_feature_value(boosters, monkey
     guarded, _ = explanations(boosters)
     assert explain(guarded, v2(batch))[0] == 401
     assert explain(guarded, v2(batch), authorization="Bearer s3cret")[0] == 200
+
+
+def test_a_registry_that_is_away_is_a_503_and_the_next_explanation_asks_again(boosters):
+    service, actor = explanations(boosters)
+    actor.away = True
+    status, body, _ = explain(service, v2(rows(1)))
+    assert status == 503 and "cannot be fetched now" in body["error"], body
+    actor.away = False
+    assert explain(service, v2(rows(1)))[0] == 200
+    assert len(actor.texts) == 2, "a failed fetch is not kept"
