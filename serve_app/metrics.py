@@ -105,6 +105,21 @@ class ScoringMetrics:
                 tag_keys=("model", "result"),
             )
         )
+        # Explanations (TreeSHAP) apart from scoring: they cost far more per row.
+        self.explanations = BufferedCounter(
+            metrics.Counter(
+                "serve_app_explanations",
+                description="Explain requests by model and outcome (rate-limited ones are "
+                "client_error).",
+                tag_keys=("model", "outcome"),
+            )
+        )
+        self.explain_latency = metrics.Histogram(
+            "serve_app_explain_latency_ms",
+            description="Explain latency inside the router, decode to encode (score included).",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=("model",),
+        )
         self.model_loads = metrics.Counter(
             "serve_app_model_loads",
             description="Model versions loaded into a replica.",
@@ -144,6 +159,7 @@ class ScoringMetrics:
             self.prediction_cache,
             self.deadline_exceeded,
             self.labels_received,
+            self.explanations,
         ):
             counter.flush()
 

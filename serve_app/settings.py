@@ -168,6 +168,24 @@ class CacheSettings(_Strict):
     max_entries: int = Field(10_000, ge=1, description="Cached answers per replica (LRU).")
 
 
+class ExplainSettings(_Strict):
+    """Explanations (`POST /v2/models/{name}/explain`): TreeSHAP costs far more than a score,
+    so they have a budget of their own, in rows, per model and router replica."""
+
+    rows_per_s: float = Field(
+        50.0, gt=0, description="Rows a second one router replica explains for one model."
+    )
+    burst_rows: int = Field(
+        100, ge=1, description="Rows explained at once before 429s; also a request's row limit."
+    )
+    default_top_k: int = Field(
+        5, ge=1, description="Features named per row when the request's top_k is absent."
+    )
+    max_explainers_per_replica: int = Field(
+        16, ge=1, description="LightGBM models a router replica keeps open for explaining (LRU)."
+    )
+
+
 class RolloutPolicy(_Strict):
     """How a `challenger` earns traffic; a registered-model tag can override any field."""
 
@@ -459,6 +477,7 @@ class AppSettings(_Strict):
     deadlines: DeadlineSettings = DeadlineSettings()
     routing: RoutingSettings = RoutingSettings()
     cache: CacheSettings = CacheSettings()
+    explain: ExplainSettings = ExplainSettings()
     rollout: RolloutPolicy = RolloutPolicy()
     history: HistorySettings = HistorySettings()
     prediction_log: PredictionLogSettings = PredictionLogSettings()

@@ -53,6 +53,16 @@ class InvalidInput(ServeAppError):
     status = 422
 
 
+class TooManyRequests(ServeAppError):
+    """Over a rate limit; `retry_after` is the Retry-After header's value (seconds)."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class NotReady(ServeAppError):
     status = 503
 

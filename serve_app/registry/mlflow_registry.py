@@ -42,6 +42,11 @@ EVAL_FPR_TAG = "serve_app.eval_false_positive_rate"
 DEFAULT_THRESHOLD = 0.5  # versions registered before thresholds were tagged
 PROFILE_TAG = "serve_app.reference_profile"  # where the version's drift reference is
 PROFILE_ARTIFACT = "profile/reference_profile.json"
+# The LightGBM text model the ONNX graph was converted from, for explanations (TreeSHAP).
+# A run artifact named by a version tag, not a file in the model's folder: `fetch` downloads
+# that folder for every scoring load, and only the first explanation of a version needs this.
+EXPLAINER_TAG = "serve_app.lightgbm_model"
+EXPLAINER_ARTIFACT = "explainer/model.txt"
 PIP_REQUIREMENTS = ["onnx", "onnxruntime"]
 
 
@@ -183,6 +188,14 @@ class Registry:
             return None
         return mlflow.artifacts.load_text(uri)
 
+    def booster_text(self, name: str, version: int) -> str | None:
+        """The version's LightGBM text model, None if it was registered without one (an ONNX
+        file, or a version from before explanations)."""
+        uri = self.client.get_model_version(name, str(version)).tags.get(EXPLAINER_TAG)
+        if not uri:
+            return None
+        return mlflow.artifacts.load_text(uri)
+
     def eval_set(self, name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]] | None:
         """The model's registered evaluation set: (rows, labels, feature names)."""
         uri = self.client.get_registered_model(name).tags.get(EVAL_SET_TAG)
@@ -216,8 +229,10 @@ class Registry:
         metrics: dict[str, float] | None = None,
         tags: dict[str, str] | None = None,
         profile: str | None = None,
+        booster_text: str | None = None,
     ) -> int:
-        """Log an ONNX model with signature and input example, register it, set the alias."""
+        """Log an ONNX model with signature and input example, register it, set the alias;
+        `booster_text` is the LightGBM model it was converted from (text, never a pickle)."""
         import onnx  # the registry is the one writer of ONNX models into MLflow
 
         signature = ModelSignature(
@@ -234,6 +249,8 @@ class Registry:
                     mlflow.log_artifact(str(path), artifact_path="evaluation")
             if profile is not None:  # the drift monitor's reference (core/drift.py)
                 mlflow.log_text(profile, PROFILE_ARTIFACT)
+            if booster_text is not None:  # what explanations are computed from
+                mlflow.log_text(booster_text, EXPLAINER_ARTIFACT)
             if metrics:
                 mlflow.log_metrics(metrics)
             info = mlflow.onnx.log_model(
@@ -249,6 +266,8 @@ class Registry:
         tags = dict(tags or {})
         if profile is not None:
             tags[PROFILE_TAG] = f"runs:/{run.info.run_id}/{PROFILE_ARTIFACT}"
+        if booster_text is not None:
+            tags[EXPLAINER_TAG] = f"runs:/{run.info.run_id}/{EXPLAINER_ARTIFACT}"
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, value)
         if eval_set is not None:

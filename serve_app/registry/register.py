@@ -45,6 +45,7 @@ def register_file(
         raise RegistrationError(f"{model_file} does not exist")
     evaluation = _read_eval_set(eval_set) if eval_set else None
     known = _registered_eval_rows(registry, name) if evaluation is None else None
+    booster_text = None  # an ONNX file has no LightGBM model to explain scores with
     try:
         if model_file.suffix == ".onnx":
             onnx_bytes = model_file.read_bytes()
@@ -60,6 +61,7 @@ def register_file(
             if rows is None:
                 rows = parity_rows(booster)[:SAMPLE_ROWS]
             onnx_bytes = convert_checked(booster, rows)
+            booster_text = booster.model_to_string()
     except (ConversionError, ModelLoadError) as error:
         raise RegistrationError(str(error)) from None
     tags = {"origin": f"serve-app register {model_file.name}"}
@@ -76,6 +78,7 @@ def register_file(
         eval_set=None if evaluation is None else evaluation[[*features, LABEL_COLUMN]],
         tags=tags,
         profile=profile,
+        booster_text=booster_text,
     )
 
 

@@ -123,6 +123,7 @@ def seed_model(registry: Registry, name: str, alias: str | None = CHAMPION, salt
             **calibration_tags(found.threshold, found.recall, found.false_positive_rate),
         },
         profile=reference_profile(model, held_out.to_numpy(), found.threshold),
+        booster_text=booster.model_to_string(),
     )
 
 

@@ -131,6 +131,7 @@ def retrain(
             calibration.threshold, calibration.recall, calibration.false_positive_rate
         ),
         profile=reference_profile(model, holdout.rows, calibration.threshold),
+        booster_text=booster.model_to_string(),
     )
     figures = {**_sizes(train, holdout), "eval_auc": round(auc, 4)}
     figures["seconds"] = round(time.time() - started, 1)

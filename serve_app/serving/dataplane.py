@@ -110,14 +110,12 @@ class Dataplane:
             body = await request.body(self._state.settings.limits.max_body_bytes)
             pinned = http.parse_version(found.version)
             loaded_here = route.pool is None and not self._fast.is_open(name)
-            features = route.features
-            if pinned is not None and pinned not in route.versions:
-                features = (await self._pinned_info(route, pinned)).features
+            features = await self.features_of(route, pinned)
             decoded = self._decode(protocol, body, request, features)
             deadline = self._deadline(name, request, decoded, started)
             deadline.check(time.perf_counter())
             request_id = body_request_id(decoded) or request_id or new_request_id()
-            key = self._key(request, decoded)
+            key = self.routing_key(request, decoded)
             version = pinned if pinned is not None else route.choose(key)
             self._observe.metrics.model_cache.inc(
                 tags={"model": name, "result": "miss" if loaded_here else "hit"}
@@ -196,7 +194,13 @@ class Dataplane:
             raise NotFound(f"model '{name}' is not served")
         return route
 
-    async def _pinned_info(self, route: ModelRoute, version: int) -> VersionInfo:
+    async def features_of(self, route: ModelRoute, pinned: int | None) -> tuple[str, ...]:
+        """The feature names a request's batch is decoded into: the pinned version's."""
+        if pinned is None or pinned in route.versions:
+            return route.features
+        return (await self.pinned_info(route, pinned)).features
+
+    async def pinned_info(self, route: ModelRoute, version: int) -> VersionInfo:
         """Signature and threshold of a version outside the table. A fast-lane model opens
         the version here (scoring then finds it open); a pool model asks the router's cache."""
         if route.pool is None:
@@ -207,7 +211,7 @@ class Dataplane:
     async def _threshold(self, route: ModelRoute, version: int) -> float:
         if version in route.versions:
             return route.threshold(version)
-        return (await self._pinned_info(route, version)).threshold
+        return (await self.pinned_info(route, version)).threshold
 
     async def _cached(
         self, route: ModelRoute, version: int, batch: np.ndarray, pinned: bool, deadline: Deadline
@@ -215,7 +219,7 @@ class Dataplane:
         """Scores, through the prediction cache when the model has one (then hit or miss)."""
         cache = self._state.cache
         if not cache.enabled_for(route.name):
-            return await self._scored(route, version, batch, pinned, deadline)
+            return await self.scored(route, version, batch, pinned, deadline)
         digest = feature_digest(batch)
         scores = cache.get(route.name, version, digest)
         result = "miss" if scores is None else "hit"
@@ -224,11 +228,11 @@ class Dataplane:
             lane = route.pool or FAST_LANE
             runtime = self._pool_runtimes.get(lane, RUNTIME)
             return Scored(scores, await self._threshold(route, version), lane, runtime, "hit")
-        scored = await self._scored(route, version, batch, pinned, deadline)
+        scored = await self.scored(route, version, batch, pinned, deadline)
         cache.put(route.name, version, digest, scored.scores)
         return replace(scored, cached="miss")
 
-    async def _scored(
+    async def scored(
         self,
         route: ModelRoute,
         version: int,
@@ -269,7 +273,7 @@ class Dataplane:
         parameter = decoded.parameters.get(deadlines.PARAMETER)
         return Deadline(started, deadlines.budget_ms(settings.header, header, parameter, default))
 
-    def _key(self, request: HttpRequest, decoded: Decoded) -> str | None:
+    def routing_key(self, request: HttpRequest, decoded: Decoded) -> str | None:
         routing = self._state.settings.routing
         key = request.headers.get(routing.key_header)
         if key is None and routing.key_field is not None:
@@ -294,7 +298,7 @@ class Dataplane:
         started = time.perf_counter()
         window = self._observe.window(route.name, route.challenger)
         try:
-            scored = await self._scored(route, route.challenger, batch, False)
+            scored = await self.scored(route, route.challenger, batch, False)
         except Exception as error:  # a failing shadow never touches the answer
             logger.warning("shadow scoring %s v%s failed: %s", route.name, route.challenger, error)
             window.record((time.perf_counter() - started) * 1000.0, error=True)

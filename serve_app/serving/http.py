@@ -18,6 +18,7 @@ ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
     (method, handler, re.compile(pattern + r"/?\Z"))
     for method, handler, pattern in (
         ("POST", "v2_infer", rf"/v2/models/{_NAME}{_VERSION}/infer"),
+        ("POST", "v2_explain", rf"/v2/models/{_NAME}{_VERSION}/explain"),
         ("POST", "mlflow_invocations", rf"/models/{_NAME}{_VERSION}/invocations"),
         # MLflow's single-model scoring server paths (routing.default_model)
         ("POST", "mlflow_root_invocations", r"/invocations"),

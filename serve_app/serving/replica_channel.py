@@ -80,6 +80,11 @@ class ReplicaChannel:
             self._profile_texts[key] = await self._io(self._registry.reference_profile, *key)
         return self._profile_texts[key]
 
+    async def booster_text(self, name: str, version: int) -> str | None:
+        """A version's LightGBM text model (for explanations), None if it has none; not kept
+        here: each router replica asks once per version it explains, and keeps the model."""
+        return await self._io(self._registry.booster_text, name, version)
+
     async def artifact(self, name: str, version: int) -> ModelArtifact | str | None:
         """A checked version's bytes; None if it does not exist, a reason if it is unusable."""
         key = (name, version)

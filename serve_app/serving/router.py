@@ -33,6 +33,7 @@ from serve_app.serving import asgi, http
 from serve_app.serving.admin import AdminEndpoints
 from serve_app.serving.asgi import HttpRequest, Reply
 from serve_app.serving.dataplane import Dataplane, VersionInfo, error_body
+from serve_app.serving.explaining import Explanations
 from serve_app.serving.fastlane import FastLane
 from serve_app.serving.label_api import LABEL_HANDLERS, LabelEndpoints
 from serve_app.serving.observe import Observer
@@ -77,6 +78,7 @@ class Router:
         self._labels: LabelEndpoints | None = None
         self._background: list[asyncio.Task] = []
         self._dataplane: Dataplane | None = None
+        self._explanations: Explanations | None = None
         self._admin = AdminEndpoints(self, controller)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
@@ -97,6 +99,7 @@ class Router:
         )
         self._labels = LabelEndpoints(self, self._store, self._admin.require_reader)
         self._dataplane = Dataplane(self, self._fast, self._pools, self._observer, self._log)
+        self._explanations = Explanations(self, self._dataplane, self._booster_text)
         loop = asyncio.get_running_loop()
         self._background = [
             loop.create_task(self._sync_forever()),
@@ -131,6 +134,8 @@ class Router:
             protocol = SCORING.get(found.handler)
             if protocol is not None:
                 return await self._dataplane.score(request, found, protocol)
+            if found.handler == "v2_explain":
+                return await self._explanations.explain(request, found)
             endpoints = self._labels if found.handler in LABEL_HANDLERS else self._admin
             return await getattr(endpoints, found.handler)(request, found)
         except ServeAppError as error:
@@ -169,6 +174,10 @@ class Router:
         if isinstance(found, str):
             raise Conflict(f"version {version} of model '{name}' failed its load check")
         return found
+
+    async def _booster_text(self, name: str, version: int) -> str | None:
+        """A version's LightGBM text model, for its explainer (None: registered without)."""
+        return await self._controller.booster_text.remote(name, version)
 
     async def _flush_metrics_forever(self) -> None:
         while True:

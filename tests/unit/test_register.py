@@ -40,6 +40,7 @@ class MemoryRegistry:
                 "eval_set": eval_set,
                 "tags": tags or {},
                 "profile": _.get("profile"),
+                "booster_text": _.get("booster_text"),
             }
         )
         return len(self.versions)
@@ -233,3 +234,17 @@ class _Scaled:
 
     def predict(self, rows):
         return (self._model.predict(rows) * self._factor).astype(np.float32)
+
+
+def test_a_lightgbm_file_is_registered_with_its_text_model_and_an_onnx_file_without(
+    booster, model_file, labelled, tmp_path
+):
+    """The text model is what explanations are computed from; an ONNX file has none."""
+    registry = MemoryRegistry()
+    register_file(registry, model_file, "fraud-x", eval_set=_csv(tmp_path, labelled))
+    text = registry.versions[0]["booster_text"]
+    assert text == booster.model_to_string()
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(convert.booster_to_onnx(booster))
+    register_file(registry, onnx_file, "fraud-x", eval_set=_csv(tmp_path, labelled))
+    assert registry.versions[1]["booster_text"] is None
