@@ -46,9 +46,11 @@ DEMO_ARGS = {  # what the demo changes from configs/serve_config.yaml, and why
     "quality": {"interval_s": 5.0},
     "drift": {"window_rows": 1_000, "min_window_span_s": 3.0},  # windows of seconds
     "retrain": {
-        "data_window_days": 90 / 86_400,  # the last 90 s of traffic: the new pattern's
-        "min_labelled_rows": 2_000,
-        "min_frauds": 60,
+        "data_window_days": 90 / 86_400,  # the last 90 s of traffic
+        # counted since the drift began: the holdout is the newest quarter of them, so the
+        # gate judges ~200 frauds of the new pattern and the threshold is set on it alone
+        "min_labelled_rows": 20_000,
+        "min_frauds": 800,
         "retry_s": 5.0,
         "cooldown_s": 0.0,
     },

@@ -44,12 +44,31 @@ class Scaling(_Strict):
         description="At most this many replicas on one Ray node (Serve's option); 1 puts "
         "each replica on its own node, so that losing a node leaves the others serving.",
     )
+    max_queued_requests: int = Field(
+        128,
+        ge=-1,
+        description="Requests a replica holds waiting for one of its max_ongoing_requests "
+        "slots (Serve's option; -1: no bound). Beyond it a request is shed at once with "
+        "`shed_status` and Retry-After instead of queueing past any useful deadline.",
+    )
+    shed_status: Literal[429, 503] = Field(503, description="The status of a shed request.")
+    retry_after_s: float = Field(1.0, ge=0, description="The Retry-After of a shed request.")
 
     @model_validator(mode="after")
     def _bounds(self) -> Scaling:
         if self.max_replicas < self.min_replicas:
             raise ValueError("max_replicas must be >= min_replicas")
         return self
+
+    def shedding(self) -> dict[str, Any]:
+        """Serve's deployment options that bound the queue and answer the overflow."""
+        return {
+            "max_queued_requests": self.max_queued_requests,
+            "backpressure_config": {
+                "status_code": self.shed_status,
+                "retry_after_s": self.retry_after_s,
+            },
+        }
 
     def autoscaling_config(self) -> dict[str, float]:
         return {
@@ -219,11 +238,12 @@ class RolloutPolicy(_Strict):
         0.01, ge=0, description="Allowed live false-positive rate above the champion's."
     )
     guard_quality_alpha: float = Field(
-        0.05,
+        0.01,
         gt=0,
         lt=1,
-        description="A quality breach must also be this unlikely by chance (one-sided "
-        "two-proportion z-test): at 200 labels an FPR is known to about +-0.01 only.",
+        description="A quality breach (a gap beyond the margin) must be this unlikely by "
+        "chance at each look (one-sided two-proportion z-test; the guard looks again every "
+        "quality interval): at 200 labels an FPR is known to about +-0.01 only.",
     )
 
     @field_validator("steps")

@@ -248,8 +248,10 @@ def quality_breach(
 
     Recall needs `guard_quality_min_frauds` frauds on each side; the false-positive rate
     needs `guard_quality_min_labels` legitimate rows on each side. A breach is a gap over
-    the policy's margin that is also significant (`_worse`): a few hundred labels measure
-    a rate only roughly, and a rollback on noise throws away a better model.
+    the policy's margin by a significant amount (`_worse`, tested beyond the margin): a few
+    hundred labels measure a rate only roughly, and a rollback on noise throws away a
+    better model. The guard looks again at every quality interval of a step, so its level
+    per look is strict (`guard_quality_alpha`).
     """
     if min(champion.labelled, challenger.labelled) < policy.guard_quality_min_labels:
         return None
@@ -257,8 +259,9 @@ def quality_breach(
     if min(champion.frauds, challenger.frauds) >= policy.guard_quality_min_frauds:
         ours, theirs = challenger.recall, champion.recall
         assert ours is not None and theirs is not None
-        if theirs - ours > policy.guard_max_recall_drop + _EPS and _worse(
-            (ours, challenger.frauds), (theirs, champion.frauds), policy.guard_quality_alpha
+        margin = policy.guard_max_recall_drop
+        if theirs - ours > margin + _EPS and _worse(
+            (ours, challenger.frauds), (theirs, champion.frauds), policy.guard_quality_alpha, margin
         ):
             reasons.append(
                 f"live recall {ours:.3f} ({challenger.frauds} frauds) vs the champion's "
@@ -268,8 +271,9 @@ def quality_breach(
     if min(champion.legit, challenger.legit) >= policy.guard_quality_min_labels:
         ours, theirs = challenger.false_positive_rate, champion.false_positive_rate
         assert ours is not None and theirs is not None
-        if ours - theirs > policy.guard_max_fpr_rise + _EPS and _worse(
-            (theirs, champion.legit), (ours, challenger.legit), policy.guard_quality_alpha
+        margin = policy.guard_max_fpr_rise
+        if ours - theirs > margin + _EPS and _worse(
+            (theirs, champion.legit), (ours, challenger.legit), policy.guard_quality_alpha, margin
         ):
             reasons.append(
                 f"live false-positive rate {ours:.4f} ({challenger.legit} legitimate) vs the "
@@ -311,14 +315,16 @@ def _clearly_over(gap: float, known: float, rows: int, margin: float, z: float) 
     return gap > margin and gap / spread > z
 
 
-def _worse(low: tuple[float, int], high: tuple[float, int], alpha: float) -> bool:
-    """Whether rate `high` exceeds rate `low` at level `alpha` (one-sided two-proportion
-    z-test, unpooled), each given as (rate, rows)."""
+def _worse(
+    low: tuple[float, int], high: tuple[float, int], alpha: float, margin: float = 0.0
+) -> bool:
+    """Whether rate `high` exceeds rate `low` by more than `margin` at level `alpha`
+    (one-sided two-proportion z-test, unpooled), each given as (rate, rows)."""
     (p1, n1), (p2, n2) = low, high
     spread = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
     if spread == 0:
-        return p2 > p1
-    return (p2 - p1) / spread > NormalDist().inv_cdf(1 - alpha)
+        return p2 - p1 > margin
+    return (p2 - p1 - margin) / spread > NormalDist().inv_cdf(1 - alpha)
 
 
 def threshold_for_alert_rate(scores: np.ndarray, rate: float) -> float:

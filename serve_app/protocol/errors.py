@@ -6,6 +6,8 @@ scoring payloads hold card and account data.
 
 from __future__ import annotations
 
+from serve_app.core.ratelimit import retry_after_header
+
 
 class ServeAppError(Exception):
     status: int = 500
@@ -13,6 +15,10 @@ class ServeAppError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def headers(self) -> dict[str, str]:
+        """Headers the answer needs besides the JSON error body."""
+        return {}
 
 
 class BadRequest(ServeAppError):
@@ -34,6 +40,13 @@ class NotFound(ServeAppError):
 class MethodNotAllowed(ServeAppError):
     status = 405
 
+    def __init__(self, message: str, allowed: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+    def headers(self) -> dict[str, str]:
+        return {"allow": ", ".join(sorted(self.allowed))}  # RFC 9110 requires it on a 405
+
 
 class Conflict(ServeAppError):
     status = 409
@@ -53,18 +66,23 @@ class InvalidInput(ServeAppError):
     status = 422
 
 
-class TooManyRequests(ServeAppError):
-    """Over a rate limit; `retry_after` is the Retry-After header's value (seconds)."""
-
-    status = 429
-
-    def __init__(self, message: str, retry_after: str) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 class NotReady(ServeAppError):
     status = 503
+
+
+class Overloaded(ServeAppError):
+    """A queue is full or a rate limit spent: the request is refused unserved, and the
+    client told when to retry (503 or 429)."""
+
+    def __init__(self, message: str, status: int = 503, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_s is None:
+            return {}
+        return {"retry-after": retry_after_header(self.retry_after_s)}
 
 
 def for_status(status: int, message: str) -> ServeAppError:

@@ -109,7 +109,10 @@ def decode_csv(body: bytes, features: Sequence[str], max_rows: int) -> np.ndarra
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("the CSV body is not valid UTF-8") from None
-    rows = list(csv.reader(io.StringIO(text)))
+    try:  # newline="": the csv module reads line ends itself, quoted ones included
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as error:  # found by the fuzz run: was a 500
+        raise BadRequest(f"the CSV body is malformed ({error})") from None
     while rows and not rows[-1]:
         rows.pop()  # a trailing newline
     if not rows:

@@ -34,11 +34,19 @@ class TrainingSet:
     def __len__(self) -> int:
         return int(self.labels.size)
 
-    def split(self, holdout_fraction: float) -> tuple[TrainingSet, TrainingSet]:
+    def split(
+        self, holdout_fraction: float, onset: float | None = None
+    ) -> tuple[TrainingSet, TrainingSet]:
         """(train, holdout): the holdout is the newest `holdout_fraction` of the rows by
         time, never a random sample: a model must be judged on traffic it has not seen,
-        and fraud patterns move with time."""
-        cut = len(self) - max(1, round(len(self) * holdout_fraction))
+        and fraud patterns move with time.
+
+        With a drift `onset`, the holdout is the newest fraction of the rows since then:
+        the traffic the new version will serve. A holdout reaching back before the onset
+        calibrates the threshold on a mix: the new version then flags another share of
+        live traffic than the champion does, and its live recall is not comparable."""
+        first = 0 if onset is None else int(np.searchsorted(self.times, onset, side="left"))
+        cut = len(self) - max(1, round((len(self) - first) * holdout_fraction))
         return self._take(slice(0, cut)), self._take(slice(cut, None))
 
     def since(self, at: float) -> TrainingSet:

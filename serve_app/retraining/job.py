@@ -95,7 +95,7 @@ def retrain(
         refusal = replace(refusal, detail=f"{refusal.detail} ({wait}: file_max_age_s)")
     if refusal is not None:
         return Outcome("refused", name, refusal.detail, refusal.reason, parent=parent)
-    train, holdout = found.split(policy.holdout_fraction)
+    train, holdout = found.split(policy.holdout_fraction, onset)
     if len(np.unique(holdout.labels)) < 2 or len(np.unique(train.labels)) < 2:
         return Outcome(
             "refused", name, "train or holdout has one class only", NO_DATA, parent=parent

@@ -15,7 +15,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app import __version__
 from serve_app.core.routing import ModelRoute
-from serve_app.protocol import v2
+from serve_app.protocol import openapi, v2
 from serve_app.protocol.errors import BadRequest, NotFound, NotReady
 from serve_app.serving import auth, http
 from serve_app.serving.asgi import HttpRequest, Reply
@@ -23,6 +23,7 @@ from serve_app.serving.dataplane import RouterState
 from serve_app.settings import APP_NAME
 
 MLFLOW_VERSION = importlib.metadata.version("mlflow")
+OPENAPI_DOCUMENT = orjson.dumps(openapi.document())
 
 
 class AdminEndpoints:
@@ -58,6 +59,9 @@ class AdminEndpoints:
         return json_response(
             {"name": APP_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
         )
+
+    async def openapi(self, request: HttpRequest, found: http.Match) -> Reply:
+        return Reply(OPENAPI_DOCUMENT)
 
     async def v2_model_metadata(self, request: HttpRequest, found: http.Match) -> Reply:
         route, version = self._route_and_version(found)

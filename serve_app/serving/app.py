@@ -32,6 +32,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         max_ongoing_requests=router.max_ongoing_requests,
         ray_actor_options={"num_cpus": router.num_cpus},
         autoscaling_config={**router.autoscaling_config(), "policy": policy},
+        **router.shedding(),
         **_placement(router),
     ).bind(controller, pools)
 
@@ -54,5 +55,6 @@ def _pool(pool: ModelPoolSettings, config: dict[str, Any], controller) -> Applic
         max_ongoing_requests=pool.max_ongoing_requests,
         ray_actor_options=actor_options,
         autoscaling_config=pool.autoscaling_config(),
+        **pool.shedding(),
         **_placement(pool),
     ).bind(controller, pool.name)

@@ -31,7 +31,12 @@ class HttpRequest:
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.method: str = scope["method"]
-        self.path: str = scope["path"]
+        # The path below the app's route prefix: Serve puts the prefix in `root_path` and
+        # leaves it in `path` too (an app deployed at /fraud sees /fraud/v2/...).
+        path, root = scope["path"], scope.get("root_path", "").rstrip("/")
+        if root and (path == root or path.startswith(root + "/")):
+            path = path[len(root) :] or "/"
+        self.path: str = path
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))

@@ -102,6 +102,7 @@ class Dataplane:
         decoded: Decoded | None = None
         request_id: str | None = None
         key: str | None = None
+        error_headers: dict[str, str] = {}
         loaded_here = False  # this request had to open the model first
         try:
             request_id = header_request_id(request)
@@ -129,6 +130,7 @@ class Dataplane:
             status = 200
         except ServeAppError as error:
             status, payload = error.status, error_body(error.message)
+            error_headers = error.headers()  # Retry-After of a shed request
             if isinstance(error, DeadlineExceeded):
                 self._observe.metrics.deadline_exceeded.inc(tags={"model": name})
         except Exception:
@@ -137,7 +139,7 @@ class Dataplane:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         scores = scored.scores if scored else None
         self._observe.request(route, version, status, elapsed_ms, scores, loaded_here)
-        headers = {"x-request-id": request_id} if request_id else {}
+        headers = ({"x-request-id": request_id} if request_id else {}) | error_headers
         if scored is not None:
             self._logged(route, version, request_id, key, features, decoded, scored, elapsed_ms)
             if route.shadow and found.version is None:

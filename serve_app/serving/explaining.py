@@ -19,11 +19,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from serve_app.core.explain import top_contributions
-from serve_app.core.ratelimit import TokenBucket, retry_after_header
+from serve_app.core.ratelimit import TokenBucket
 from serve_app.metrics import UNKNOWN_MODEL, ScoringMetrics, outcome
 from serve_app.protocol import explain as wire
 from serve_app.protocol import v2
-from serve_app.protocol.errors import Conflict, NotReady, ServeAppError, TooManyRequests
+from serve_app.protocol.errors import Conflict, NotReady, Overloaded, ServeAppError
 from serve_app.runtime.explainer import ExplainerLoadError, TreeExplainer
 from serve_app.serving import auth, http
 from serve_app.serving.asgi import HttpRequest, Reply
@@ -88,11 +88,9 @@ class Explanations:
             payload = wire.encode_response(name, version, request_id, scored.scores, rows)
             headers.update({"x-model-name": name, "x-model-version": str(version)})
             status = 200
-        except TooManyRequests as error:
-            status, payload = error.status, error_body(error.message)
-            headers["retry-after"] = error.retry_after
         except ServeAppError as error:
             status, payload = error.status, error_body(error.message)
+            headers.update(error.headers())  # the rate limit's Retry-After
         except Exception:
             logger.exception("explaining %s failed", name)
             status, payload = 500, error_body("internal error while explaining")
@@ -110,10 +108,11 @@ class Explanations:
             bucket = self._buckets[name] = TokenBucket(budget.rows_per_s, budget.burst_rows, now)
         wait_s = bucket.take(rows, now)
         if wait_s:
-            raise TooManyRequests(
+            raise Overloaded(
                 f"explanations of model '{name}' are over their rate limit "
                 f"({budget.rows_per_s:g} rows/s per replica); retry later",
-                retry_after_header(wait_s),
+                429,
+                wait_s,
             )
 
     async def _explainer(self, name: str, version: int, features: tuple[str, ...]) -> TreeExplainer:

@@ -31,6 +31,7 @@ ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("GET", "live", r"/v2/health/live"),
         ("GET", "ready", r"/v2/health/ready"),
         ("GET", "v2_server_metadata", r"/v2"),
+        ("GET", "openapi", r"/openapi\.json"),
         ("GET", "admin_models", r"/admin/models"),
         ("GET", "admin_history", rf"/admin/models/{_NAME}/history"),
         ("GET", "admin_quality", rf"/admin/models/{_NAME}/quality"),
@@ -51,18 +52,18 @@ class Match:
 
 
 def match(method: str, path: str) -> Match:
-    allowed = False
+    allowed: set[str] = set()
     for route_method, handler, pattern in ROUTES:
         found = pattern.match(path)
         if found is None:
             continue
         if route_method != method:
-            allowed = True
+            allowed.add(route_method)
             continue
         groups = found.groupdict()
         return Match(handler, groups.get("name"), groups.get("version"))
     if allowed:
-        raise MethodNotAllowed(f"{method} is not allowed on {path}")
+        raise MethodNotAllowed(f"{method} is not allowed on {path}", frozenset(allowed))
     raise NotFound(f"no endpoint at {path}")
 
 

@@ -18,10 +18,18 @@ from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.metrics import ScoringMetrics
-from serve_app.protocol.errors import Conflict, NotFound, NotReady, ServeAppError, for_status
+from serve_app.protocol.errors import (
+    Conflict,
+    NotFound,
+    NotReady,
+    Overloaded,
+    ServeAppError,
+    for_status,
+)
 from serve_app.runtime.onnx import OnnxModel
 from serve_app.settings import AppSettings
 
@@ -128,7 +136,12 @@ class PoolLane:
         if handle is None:
             raise NotReady(f"pool '{pool}' is not deployed")
         options = handle.options(multiplexed_model_id=model_id(name, version))
-        answer: PoolAnswer = await options.score.remote(batch)
+        try:
+            answer: PoolAnswer = await options.score.remote(batch)
+        except BackPressureError as error:  # the pool's queue is full: shed, not queued
+            raise Overloaded(
+                f"pool '{pool}' is overloaded; retry later", error.status_code, error.retry_after_s
+            ) from None
         if answer.status != 200:
             raise for_status(answer.status, answer.error)
         return answer

@@ -29,7 +29,7 @@ from serve_app.predictions.drift_sink import DriftCounter
 from serve_app.predictions.writer import PredictionLog, open_prediction_log
 from serve_app.protocol.errors import Conflict, NotFound, ServeAppError
 from serve_app.runtime.onnx import ModelArtifact
-from serve_app.serving import asgi, http
+from serve_app.serving import asgi, expect_continue, http
 from serve_app.serving.admin import AdminEndpoints
 from serve_app.serving.asgi import HttpRequest, Reply
 from serve_app.serving.dataplane import Dataplane, VersionInfo, error_body
@@ -60,6 +60,7 @@ class Router:
     def __init__(
         self, controller: DeploymentHandle, pools: dict[str, DeploymentHandle] | None = None
     ) -> None:
+        expect_continue.install()  # a 413 before any `100 Continue` (see the module)
         self._controller = controller
         self.settings = AppSettings()
         self.table = RoutingTable()
@@ -139,7 +140,7 @@ class Router:
             endpoints = self._labels if found.handler in LABEL_HANDLERS else self._admin
             return await getattr(endpoints, found.handler)(request, found)
         except ServeAppError as error:
-            return Reply(error_body(error.message), error.status)
+            return Reply(error_body(error.message), error.status, error.headers() or None)
         except Exception:
             logger.exception("unexpected error on %s %s", request.method, request.path)
             return Reply(error_body("internal error"), 500)

@@ -53,6 +53,7 @@ class Answer(NamedTuple):
     at: float  # monotonic time the answer (or the error) arrived
     status: int | str
     version: str | None
+    retry_after: str | None = None  # the Retry-After of a shed request
 
 
 class Traffic:
@@ -118,7 +119,8 @@ class Traffic:
                 ) as answer:
                     await answer.read()
                     version = answer.headers.get("x-model-version")
-                    return Answer(time.monotonic(), answer.status, version)
+                    retry_after = answer.headers.get("retry-after")
+                    return Answer(time.monotonic(), answer.status, version, retry_after)
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 return Answer(time.monotonic(), f"{type(error).__name__}: {error}", None)
 

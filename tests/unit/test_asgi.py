@@ -39,6 +39,15 @@ def chunk(body: bytes, more: bool = False) -> dict:
     return {"type": "http.request", "body": body, "more_body": more}
 
 
+def test_the_path_is_the_one_below_the_route_prefix():
+    """Serve leaves an app's route prefix in `path` and names it in `root_path`."""
+    prefixed = scope() | {"path": "/fraud/v2/models/m/infer", "root_path": "/fraud"}
+    assert HttpRequest(prefixed, feeder()).path == "/v2/models/m/infer"
+    assert HttpRequest(prefixed | {"path": "/fraud"}, feeder()).path == "/"
+    assert HttpRequest(prefixed | {"path": "/fraudster/x"}, feeder()).path == "/fraudster/x"
+    assert HttpRequest(scope() | {"root_path": ""}, feeder()).path == "/v2/models/m/infer"
+
+
 def test_headers_keep_the_first_value_of_each_name():
     raw = [(b"x-request-id", b"first"), (b"content-type", b"text/csv"), (b"x-request-id", b"2")]
     request = HttpRequest(scope(raw), feeder())

@@ -3,7 +3,13 @@ import orjson
 import pytest
 
 from serve_app.protocol import mlflow_scoring, v2
-from serve_app.protocol.errors import BadRequest, InvalidInput, MethodNotAllowed, NotFound
+from serve_app.protocol.errors import (
+    BadRequest,
+    InvalidInput,
+    MethodNotAllowed,
+    NotFound,
+    Overloaded,
+)
 from serve_app.serving import http
 
 FEATURES = ("amount", "hour", "merchant_risk")
@@ -307,8 +313,12 @@ def test_http_routes():
     assert http.match("GET", "/v2/models/m/ready").handler == "v2_model_ready"
     assert http.match("POST", "/models/m/invocations").handler == "mlflow_invocations"
     assert http.match("GET", "/admin/models/m/history") == http.Match("admin_history", "m")
-    with pytest.raises(MethodNotAllowed):
+    with pytest.raises(MethodNotAllowed) as refused:
         http.match("GET", "/v2/models/m/infer")
+    assert refused.value.headers() == {"allow": "POST"}  # RFC 9110: a 405 names what is
+    with pytest.raises(MethodNotAllowed) as refused:
+        http.match("DELETE", "/v2/models/m")
+    assert refused.value.headers() == {"allow": "GET"}
     with pytest.raises(NotFound):
         http.match("GET", "/nope")
     with pytest.raises(NotFound, match="not a registry version"):
@@ -365,6 +375,8 @@ def test_bad_csv_bodies_get_a_4xx_naming_the_problem_and_never_a_value():
         header + "\n" + row.replace("1", "nan", 1): "finite",
         ",".join([FEATURES[0], *FEATURES[:-1]]) + "\n" + row: "twice",
         ",".join(FEATURES[:-1]) + ",other\n" + row: "missing feature",
+        "\r\x9a\xf3x": "row 1 has",  # a bare CR: csv.Error, a 500 before (the fuzz run)
+        secret * 10_000: "malformed",  # one field over the csv module's limit
     }
     for text, message in cases.items():
         with pytest.raises((InvalidInput, BadRequest), match=message) as error:
@@ -383,3 +395,9 @@ def test_mlflows_single_model_paths_are_routed():
     assert http.match("GET", "/version").handler == "mlflow_version"
     with pytest.raises(MethodNotAllowed):
         http.match("GET", "/invocations")
+
+
+def test_a_shed_request_says_when_to_retry_in_whole_seconds():
+    assert Overloaded("full", 503, 1.5).headers() == {"retry-after": "2"}
+    assert Overloaded("full", 429, None).headers() == {}
+    assert Overloaded("full", 429, 0).status == 429

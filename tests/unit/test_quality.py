@@ -337,19 +337,19 @@ def test_recall_not_judged_before_either_side_has_enough_frauds():
 
 
 def test_recall_breach_names_the_figures_and_their_frauds():
-    breach = quality_breach(POLICY, CHAMPION, quality(41, 25, 2000, 20))
+    breach = quality_breach(POLICY, CHAMPION, quality(41, 15, 2000, 20))
     assert breach is not None and breach.kind == "quality"
     assert breach.reason == (
-        "live recall 0.610 (41 frauds) vs the champion's 0.821 (39 frauds) "
+        "live recall 0.366 (41 frauds) vs the champion's 0.821 (39 frauds) "
         "on the same cohorts, more than 0.05 below"
     )
 
 
 def test_fpr_breach_names_the_figures_and_their_legitimate_rows():
-    breach = quality_breach(POLICY, CHAMPION, quality(39, 32, 1950, 49))
+    breach = quality_breach(POLICY, CHAMPION, quality(39, 32, 1950, 98))
     assert breach is not None and breach.kind == "quality"
     assert breach.reason == (
-        "live false-positive rate 0.0251 (1950 legitimate) vs the champion's 0.0100 "
+        "live false-positive rate 0.0503 (1950 legitimate) vs the champion's 0.0100 "
         "(2000 legitimate) on the same cohorts, more than 0.01 above"
     )
 
@@ -364,10 +364,10 @@ def test_fpr_is_judged_without_enough_frauds_but_needs_enough_legitimate_rows():
 
 
 def test_both_breaches_are_reported_together():
-    breach = quality_breach(POLICY, CHAMPION, quality(41, 25, 1950, 49))
+    breach = quality_breach(POLICY, CHAMPION, quality(41, 15, 1950, 98))
     assert breach is not None
     recall, fpr = breach.reason.split("; ")
-    assert recall.startswith("live recall 0.610") and fpr.startswith("live false-positive")
+    assert recall.startswith("live recall 0.366") and fpr.startswith("live false-positive")
 
 
 def test_within_margins_including_exactly_at_them():
@@ -392,10 +392,25 @@ def test_a_gap_over_the_margin_must_also_be_significant():
     noisy = quality(10, 8, 227, 11)  # fpr 0.0485
     assert quality_breach(POLICY, champion, noisy) is None
     assert quality_breach(RolloutPolicy(guard_quality_alpha=0.5), champion, noisy) is not None
-    many = quality(100, 80, 2270, 110)  # the same rate on ten times the rows: z 4.4
+    many = quality(100, 80, 2270, 110)  # the same rate on ten times the rows: z 2.5
     assert quality_breach(POLICY, champion, many) is not None
     recall_40 = quality(40, 29, 2000, 20)  # 0.725 vs 0.80 on 40 frauds: z 0.8
     assert quality_breach(POLICY, quality(40, 32, 2000, 20), recall_40) is None
+
+
+def test_the_gap_is_tested_beyond_the_margin_at_a_strict_level_per_look():
+    """The drift demo's retrained version, better on the new traffic, was rolled back
+    early in its canary on both guards in turn: 4 of 23 frauds caught against 76 of 196
+    (gap 0.21, z 2.5 for any gap but 1.9 beyond the 0.05 margin), and 11 false alarms in
+    209 legitimate rows against 58 in 2,273 (z 1.7, 1.1 beyond the margin). The guard looks
+    every quality interval, so a lenient level per look rolls back good versions often."""
+    champion = quality(196, 76, 2273, 58)
+    assert quality_breach(POLICY, champion, quality(23, 4, 2000, 51)) is None
+    assert quality_breach(POLICY, champion, quality(40, 20, 209, 11)) is None
+    lenient = RolloutPolicy(guard_quality_alpha=0.05)
+    assert quality_breach(lenient, champion, quality(23, 4, 2000, 51)) is not None
+    clearly_worse = quality(60, 8, 2000, 51)  # recall 0.13 vs 0.39: z 3.6 beyond the margin
+    assert quality_breach(POLICY, champion, clearly_worse) is not None
 
 
 def test_a_better_challenger_passes():

@@ -76,3 +76,14 @@ def test_the_holdout_is_the_newest_rows_never_a_sample():
     assert len(train) == 75 and len(holdout) == 25
     assert train.times.max() < holdout.times.min()
     assert holdout.window == (75.0, 99.0)
+
+
+def test_after_a_drift_the_holdout_is_the_newest_rows_of_the_new_traffic():
+    """A holdout straddling the onset calibrates the threshold on a mix of old and new
+    traffic; the demo's retrained version then flagged half the champion's share live."""
+    times = np.arange(100, dtype=float)
+    found = TrainingSet(("a",), times[:, None].astype(np.float32), times.astype(int) % 2, times)
+    train, holdout = found.split(0.25, onset=60.0)  # 40 rows since the onset
+    assert len(holdout) == 10 and holdout.window == (90.0, 99.0)
+    assert len(train) == 90 and train.times.max() < holdout.times.min()
+    assert found.split(0.25, onset=-1.0)[1].window == (75.0, 99.0)  # onset before every row
