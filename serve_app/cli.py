@@ -241,7 +241,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     for event in events:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
         version = f"v{event['version']}" if event["version"] is not None else ""
-        print(f"{stamp}  {event['kind']:<18} {version:<5} {event['detail']}")
+        who = f" (by {event['principal']})" if event.get("principal") else ""
+        print(f"{stamp}  {event['kind']:<18} {version:<5} {event['detail']}{who}")
     return 0
 
 

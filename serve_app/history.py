@@ -4,7 +4,8 @@ The control actor restarts whenever the application is rebuilt, and Ray Serve re
 it on every `serve deploy` whose `args` changed (Ray hashes them into the code version,
 so even a settings-only change replaces every replica), as well as after a crash. The
 history of gates, steps, promotions and rollbacks must survive all of these: it is what
-an operator reads after an incident. SQLite in the home folder by default; any
+an operator reads after an incident, with the principal behind each manual action (who
+promoted what). SQLite in the home folder by default; any
 SQLAlchemy URL (PostgreSQL on Kubernetes) when configured.
 """
 
@@ -28,6 +29,7 @@ _events = sa.Table(
     sa.Column("kind", sa.String(64), nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("version", sa.Integer, nullable=True),
+    sa.Column("principal", sa.String(64), nullable=True),  # who, for manual actions
 )
 
 
@@ -38,6 +40,7 @@ class Event:
     kind: str
     detail: str
     version: int | None = None
+    principal: str | None = None  # the name of the principal behind a manual action
 
 
 class EventLog:
@@ -46,6 +49,7 @@ class EventLog:
         self._retention_s = retention_days * 86_400.0
         self._appended = 0
         _metadata.create_all(self._engine)
+        _add_principal_column(self._engine)
 
     def append(self, event: Event) -> None:
         with self._engine.begin() as db:
@@ -66,4 +70,14 @@ class EventLog:
             query = query.where(_events.c.at >= since)
         with self._engine.connect() as db:
             rows = db.execute(query).all()
-        return [Event(r.at, r.model, r.kind, r.detail, r.version) for r in reversed(rows)]
+        return [
+            Event(r.at, r.model, r.kind, r.detail, r.version, r.principal) for r in reversed(rows)
+        ]
+
+
+def _add_principal_column(engine: sa.Engine) -> None:
+    """A history written before principals existed gains the column (create_all adds none)."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns(_events.name)}
+    if "principal" not in columns:
+        with engine.begin() as db:
+            db.execute(sa.text(f"ALTER TABLE {_events.name} ADD COLUMN principal VARCHAR(64)"))

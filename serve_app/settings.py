@@ -479,11 +479,17 @@ class RetrainSettings(_Strict):
 
 
 class AdminSettings(_Strict):
-    """Who may read the admin API; changing anything always needs the admin token."""
+    """Who may read the admin API; changing anything always needs a token with `admin`."""
 
+    tokens_file: str | None = Field(
+        None,
+        description="YAML or JSON file of named principals and their scopes (README: "
+        "Access); env $SERVE_APP_TOKENS_FILE when unset. Read by every router replica.",
+    )
     reads_need_token: bool = Field(
         False,
-        description="GET /admin/... needs the admin token too (403 without one configured): "
+        description="GET /admin/... needs a token with `read` (or `admin`) on the model too "
+        "(403 without one configured): "
         "for a cluster whose HTTP route is reachable by clients, as in the prod overlay.",
     )
 

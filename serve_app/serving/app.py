@@ -12,6 +12,7 @@ from typing import Any
 
 from ray.serve import Application
 
+from serve_app.serving.auth import load_access
 from serve_app.serving.controller import Controller
 from serve_app.serving.pools import ModelPool, pool_deployment_name
 from serve_app.serving.router import Router
@@ -22,6 +23,7 @@ ROUTER_POLICY = "serve_app.core.autoscaling:BusyTarget"
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     settings = AppSettings.model_validate(args or {}).resolved()
+    load_access(settings.admin)  # a bad tokens file fails here, before any replica starts
     config = settings.model_dump(mode="json")
     controller = Controller.options(user_config=config).bind()
     pools = {pool.name: _pool(pool, config, controller) for pool in settings.pools}

@@ -291,9 +291,16 @@ class Controller(
         self._eval_figures[key] = fetched.eval_figures
         return fetched.artifact
 
-    def _record(self, model: str, kind: str, detail: str, version: int | None = None) -> None:
+    def _record(
+        self,
+        model: str,
+        kind: str,
+        detail: str,
+        version: int | None = None,
+        principal: str | None = None,
+    ) -> None:
         try:
-            self._history.append(Event(time.time(), model, kind, detail, version))
+            self._history.append(Event(time.time(), model, kind, detail, version, principal))
         except Exception as error:  # the history database is down: never stop control
             logger.warning("could not record %s %s in the history: %s", model, kind, error)
         log = (
@@ -301,7 +308,7 @@ class Controller(
             if kind in ("load_failed", "gate_rejected", "rolled_back", "control_error")
             else logger.info
         )
-        log("%s: %s %s", model, kind, detail)
+        log("%s: %s %s%s", model, kind, detail, f" (by {principal})" if principal else "")
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 
 from serve_app.core import deadlines
+from serve_app.core.access import Principal
 from serve_app.core.cache import PredictionCache, feature_digest
 from serve_app.core.deadlines import NO_DEADLINE, Deadline, DeadlineExceeded
 from serve_app.core.routing import ModelRoute, RoutingTable
@@ -35,7 +36,7 @@ from serve_app.protocol.errors import (
     ServeAppError,
 )
 from serve_app.runtime.onnx import RUNTIME
-from serve_app.serving import auth, http
+from serve_app.serving import http
 from serve_app.serving.asgi import HttpRequest, Reply
 from serve_app.serving.fastlane import FastLane
 from serve_app.serving.observe import Observer
@@ -56,6 +57,8 @@ class RouterState(Protocol):
     metrics: ScoringMetrics
 
     async def version_info(self, name: str, version: int) -> VersionInfo: ...
+
+    def authorize(self, request: HttpRequest, found: http.Match) -> Principal | None: ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,6 @@ class Dataplane:
         self._log = log
         self._shadow_tasks: set[asyncio.Task] = set()
         self._pool_runtimes: dict[str, str] = {}  # what each pool last said it runs
-        self._scoring_token = auth.load_token(auth.SCORING_TOKEN_ENV)
 
     async def score(self, request: HttpRequest, found: http.Match, protocol: str) -> Reply:
         started = time.perf_counter()
@@ -106,7 +108,7 @@ class Dataplane:
         loaded_here = False  # this request had to open the model first
         try:
             request_id = header_request_id(request)
-            auth.require_scoring(request.headers.get("authorization"), self._scoring_token)
+            self._state.authorize(request, found)  # here, so that refusals are counted
             route = self.require_route(name)
             body = await request.body(self._state.settings.limits.max_body_bytes)
             pinned = http.parse_version(found.version)

@@ -25,7 +25,7 @@ from serve_app.protocol import explain as wire
 from serve_app.protocol import v2
 from serve_app.protocol.errors import Conflict, NotReady, Overloaded, ServeAppError
 from serve_app.runtime.explainer import ExplainerLoadError, TreeExplainer
-from serve_app.serving import auth, http
+from serve_app.serving import http
 from serve_app.serving.asgi import HttpRequest, Reply
 from serve_app.serving.dataplane import (
     Dataplane,
@@ -50,7 +50,6 @@ class Explanations:
         self._explainers: OrderedDict[Key, TreeExplainer | str] = OrderedDict()  # str: why not
         self._loading: dict[Key, asyncio.Task[TreeExplainer | str]] = {}
         self._buckets: dict[str, TokenBucket] = {}
-        self._scoring_token = auth.load_token(auth.SCORING_TOKEN_ENV)
 
     @property
     def _metrics(self) -> ScoringMetrics:
@@ -65,7 +64,7 @@ class Explanations:
             request_id = header_request_id(request)
             if request_id is not None:
                 headers["x-request-id"] = request_id
-            auth.require_scoring(request.headers.get("authorization"), self._scoring_token)
+            self._state.authorize(request, found)  # `score` on the model, as /infer
             route = self._dataplane.require_route(name)
             model = route.name
             settings = self._state.settings

@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
 
+from serve_app.core.access import Principal
 from serve_app.labels.feedback import OUTCOMES, read_batch
 from serve_app.labels.report import model_quality
 from serve_app.labels.store import LabelStore
 from serve_app.predictions.records import SECONDS_PER_DAY
 from serve_app.protocol import v2
 from serve_app.protocol.errors import NotFound
-from serve_app.serving import auth, http
+from serve_app.serving import http
 from serve_app.serving.admin import json_response
 from serve_app.serving.asgi import HttpRequest, Reply
 from serve_app.serving.dataplane import RouterState
@@ -27,20 +27,16 @@ LABEL_HANDLERS = frozenset({"v2_feedback", "admin_quality"})
 
 
 class LabelEndpoints:
-    def __init__(
-        self,
-        state: RouterState,
-        store: LabelStore,
-        require_reader: Callable[[HttpRequest], None],
-    ) -> None:
+    """The router checked access before calling (serving/auth.py HANDLER_VERBS)."""
+
+    def __init__(self, state: RouterState, store: LabelStore) -> None:
         self._state = state
         self._store = store
-        self._require_reader = require_reader  # the admin API's rule for reads
-        self._scoring_token = auth.load_token(auth.SCORING_TOKEN_ENV)
 
-    async def v2_feedback(self, request: HttpRequest, found: http.Match) -> Reply:
+    async def v2_feedback(
+        self, request: HttpRequest, found: http.Match, principal: Principal | None
+    ) -> Reply:
         """Labels for this model's logged predictions; an answer per row, in order."""
-        auth.require_scoring(request.headers.get("authorization"), self._scoring_token)
         name = found.name or ""
         if self._state.table.get(name) is None:
             raise NotFound(f"model '{name}' is not served")
@@ -60,9 +56,10 @@ class LabelEndpoints:
             }
         )
 
-    async def admin_quality(self, request: HttpRequest, found: http.Match) -> Reply:
+    async def admin_quality(
+        self, request: HttpRequest, found: http.Match, principal: Principal | None
+    ) -> Reply:
         """Live quality per version and prediction-date cohort (default: the gauges' window)."""
-        self._require_reader(request)
         name = found.name or ""
         now = time.time()
         since = http.parse_since(request.query("since"), now)

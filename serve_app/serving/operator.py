@@ -1,5 +1,6 @@
 """The control actor's operator side: manual canary weight, promote, rollback, status
-and history, as the admin endpoints and the CLI call them.
+and history, as the admin endpoints and the CLI call them. Each manual action names the
+principal that asked (serving/auth.py), and the history records it.
 
 A part of `Controller` (serving/controller.py), kept in a room of its own; every changing
 action takes the actor's lock, so it never interleaves with a registry poll.
@@ -19,32 +20,32 @@ REPLICA_STALE_S = 10.0  # replicas report every SYNC_WAIT_S (2 s) at most
 
 
 class OperatorActions:
-    async def set_weight(self, name: str, weight: float) -> tuple[int, str]:
+    async def set_weight(self, name: str, weight: float, principal: str) -> tuple[int, str]:
         async with self._lock:
             rollout = self._rollouts.get(name)
             if rollout is None:
                 return 409, f"model '{name}' has no challenger in rollout"
             await self._save_rollout(rollout.manual(weight, time.time()))
-            self._record(name, "manual_weight", f"{weight:g}% by an operator", rollout.candidate)
+            self._record(name, "manual_weight", f"{weight:g}%", rollout.candidate, principal)
             self._publish()
             return 200, f"challenger v{rollout.candidate} of '{name}' at {weight:g}%"
 
-    async def promote(self, name: str) -> tuple[int, str]:
+    async def promote(self, name: str, principal: str) -> tuple[int, str]:
         async with self._lock:
             rollout = self._rollouts.get(name)
             if rollout is None:
                 return 409, f"model '{name}' has no challenger to promote"
-            self._record(name, "manual_promote", "by an operator", rollout.candidate)
+            self._record(name, "manual_promote", "", rollout.candidate, principal)
             await self._promote(name)
             self._publish()
             return 200, f"v{rollout.candidate} is the champion of '{name}'"
 
-    async def rollback(self, name: str) -> tuple[int, str]:
+    async def rollback(self, name: str, principal: str) -> tuple[int, str]:
         """Abort a running rollout, or else move `champion` back to the standby version."""
         async with self._lock:
             if name in self._rollouts:
                 candidate = self._rollouts[name].candidate
-                await self._roll_back(name, "manual rollback by an operator", "manual")
+                await self._roll_back(name, "manual rollback", "manual", principal)
                 return 200, f"rolled back challenger v{candidate} of '{name}'"
             standby = self._standby.get(name)
             artifact = standby and await self._load_checked(name, standby[0])
@@ -53,7 +54,7 @@ class OperatorActions:
             await self._io(self._registry.set_alias, name, CHAMPION, artifact.version)
             self._aliases.setdefault(name, {})[CHAMPION] = artifact.version
             detail = f"champion back to v{artifact.version}"
-            self._record(name, "manual_rollback", detail, artifact.version)
+            self._record(name, "manual_rollback", detail, artifact.version, principal)
             self._set_champion(artifact)
             self._publish()
             return 200, f"'{name}' champion is back to v{standby[0]}"

@@ -78,9 +78,9 @@ class RetrainWatch:
 
             self._retrain_wanted[name] = Wanted(DRIFT, describe(alarm), alarm.readings[0].start)
 
-    async def start_retrain(self, name: str) -> dict[str, Any]:
+    async def start_retrain(self, name: str, principal: str) -> dict[str, Any]:
         """An operator's retrain (`serve-app retrain NAME`): no cooldown, the other guards."""
-        refusal = self._launch(name, Wanted(MANUAL, "asked for by an operator"), manual=True)
+        refusal = self._launch(name, Wanted(MANUAL, "asked for by an operator"), principal)
         if refusal is not None:
             return {"started": False, "reason": refusal.reason, "detail": refusal.detail}
         return {"started": True, "model": name}
@@ -101,28 +101,30 @@ class RetrainWatch:
             if refusal is not None:
                 self._retrain_retry_at[name] = now + self._settings.retrain.retry_s
 
-    def _launch(self, name: str, wanted: Wanted, manual: bool = False) -> Refusal | None:
+    def _launch(self, name: str, wanted: Wanted, principal: str | None = None) -> Refusal | None:
+        """Start a retrain job; `principal` names the operator of a manual one (no cooldown)."""
         if name not in self._champions:
             return Refusal("no_data", f"{name} is not served")
         policy = self._settings.retrain
         refusal = may_start(
             policy,
             time.time(),
-            None if manual else self._retrained_at.get(name),
+            None if principal is not None else self._retrained_at.get(name),
             len(self._retrain_jobs),
             name in self._retrain_jobs,
         )
         if refusal is None and name in self._rollouts:
             refusal = Refusal("concurrency", "a rollout of this model is in progress")
         if refusal is not None:
-            self._refused(name, refusal)
+            self._refused(name, refusal, principal)
             return refusal
         ref = _retrain_task.options(num_cpus=policy.num_cpus).remote(
             self._settings.model_dump_json(), name, wanted
         )
         self._retrain_jobs[name] = RetrainJob(ref, wanted, time.time())
         self._metrics.retrains.inc(tags={"model": name, "outcome": "started"})
-        self._record(name, "retrain_started", f"{wanted.trigger}: {wanted.detail}")
+        detail = f"{wanted.trigger}: {wanted.detail}"
+        self._record(name, "retrain_started", detail, principal=principal)
         return None
 
     def _finish(self, name: str, job: RetrainJob) -> None:
@@ -153,10 +155,11 @@ class RetrainWatch:
         else:
             self._record(name, "retrain_failed", outcome.detail)
 
-    def _refused(self, name: str, refusal: Refusal) -> None:
+    def _refused(self, name: str, refusal: Refusal, principal: str | None = None) -> None:
         self._metrics.retrain_refusals.inc(tags={"model": name, "reason": refusal.reason})
         self._metrics.retrains.inc(tags={"model": name, "outcome": "refused"})
-        self._record(name, "retrain_refused", f"{refusal.reason}: {refusal.detail}")
+        detail = f"{refusal.reason}: {refusal.detail}"
+        self._record(name, "retrain_refused", detail, principal=principal)
 
     def retrain_status(self, name: str) -> dict[str, Any]:
         job = self._retrain_jobs.get(name)

@@ -126,10 +126,12 @@ class RolloutSteps:
         self._aliases[name] = {CHAMPION: rollout.candidate}
         self._set_champion(artifact)
 
-    async def _roll_back(self, name: str, reason: str, kind: str) -> None:
+    async def _roll_back(
+        self, name: str, reason: str, kind: str, principal: str | None = None
+    ) -> None:
         rollout = self._rollouts[name]
         self._rejected[(name, rollout.candidate)] = reason
-        self._end_rollout(name, "rolled_back", reason)
+        self._end_rollout(name, "rolled_back", reason, principal)
         self._metrics.rollbacks.inc(tags={"model": name, "reason": kind})
         self._publish()  # weight to 0 at once, before the registry round trips
         await self._io(self._registry.delete_alias, name, CHALLENGER)
@@ -137,10 +139,10 @@ class RolloutSteps:
             self._registry.tag_version, name, rollout.candidate, "serve_app.rollback_reason", reason
         )
 
-    def _end_rollout(self, name: str, kind: str, detail: str) -> None:
+    def _end_rollout(self, name: str, kind: str, detail: str, principal: str | None = None) -> None:
         rollout = self._rollouts.pop(name)
         self._windows.pop(name, None)
-        self._record(name, kind, detail, rollout.candidate)
+        self._record(name, kind, detail, rollout.candidate, principal)
         self._registry.delete_model_tag(name, ROLLOUT_TAG)
 
 

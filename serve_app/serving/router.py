@@ -19,6 +19,7 @@ import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.core.access import Access, Principal
 from serve_app.core.autoscaling import BUSY, BusyClock
 from serve_app.core.cache import PredictionCache
 from serve_app.core.drift import ReferenceProfile
@@ -29,7 +30,7 @@ from serve_app.predictions.drift_sink import DriftCounter
 from serve_app.predictions.writer import PredictionLog, open_prediction_log
 from serve_app.protocol.errors import Conflict, NotFound, ServeAppError
 from serve_app.runtime.onnx import ModelArtifact
-from serve_app.serving import asgi, expect_continue, http
+from serve_app.serving import asgi, auth, expect_continue, http
 from serve_app.serving.admin import AdminEndpoints
 from serve_app.serving.asgi import HttpRequest, Reply
 from serve_app.serving.dataplane import Dataplane, VersionInfo, error_body
@@ -63,6 +64,7 @@ class Router:
         expect_continue.install()  # a 413 before any `100 Continue` (see the module)
         self._controller = controller
         self.settings = AppSettings()
+        self.access = Access()  # nobody, until reconfigure reads the principals
         self.table = RoutingTable()
         self.cache = PredictionCache()
         self.metrics = ScoringMetrics()
@@ -84,6 +86,7 @@ class Router:
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         previous, self.settings = self.settings, AppSettings.model_validate(config)
+        self.access = await asyncio.to_thread(auth.load_access, self.settings.admin)
         if (cache := self.settings.cache) != previous.cache:
             self.cache = PredictionCache(cache.models, cache.ttl_s, cache.max_entries)
         if self._fast is not None:  # the fast lane's size is fixed for a replica's life
@@ -98,7 +101,7 @@ class Router:
         self._log = await asyncio.to_thread(
             open_prediction_log, self.settings, self._replica_id, self._store
         )
-        self._labels = LabelEndpoints(self, self._store, self._admin.require_reader)
+        self._labels = LabelEndpoints(self, self._store)
         self._dataplane = Dataplane(self, self._fast, self._pools, self._observer, self._log)
         self._explanations = Explanations(self, self._dataplane, self._booster_text)
         loop = asyncio.get_running_loop()
@@ -134,16 +137,26 @@ class Router:
                 found = http.Match("mlflow_invocations", self._default_model())
             protocol = SCORING.get(found.handler)
             if protocol is not None:
-                return await self._dataplane.score(request, found, protocol)
+                return await self._dataplane.score(request, found, protocol)  # authorizes
             if found.handler == "v2_explain":
-                return await self._explanations.explain(request, found)
+                return await self._explanations.explain(request, found)  # authorizes
+            principal = self.authorize(request, found)
             endpoints = self._labels if found.handler in LABEL_HANDLERS else self._admin
-            return await getattr(endpoints, found.handler)(request, found)
+            return await getattr(endpoints, found.handler)(request, found, principal)
         except ServeAppError as error:
             return Reply(error_body(error.message), error.status, error.headers() or None)
         except Exception:
             logger.exception("unexpected error on %s %s", request.method, request.path)
             return Reply(error_body("internal error"), 500)
+
+    def authorize(self, request: HttpRequest, found: http.Match) -> Principal | None:
+        """The one access check: the verb the handler needs, on the model in its path."""
+        verb = auth.HANDLER_VERBS.get(found.handler)
+        if verb is None:
+            return None
+        reads_closed = self.settings.admin.reads_need_token
+        authorization = request.headers.get("authorization")
+        return auth.authorize(self.access, verb, found.name, authorization, reads_closed)
 
     def _default_model(self) -> str:
         name = self.settings.routing.default_model

@@ -9,12 +9,14 @@ would allow), not by their shape: `allowed_evictions` and `admits` follow the AP
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 
 import pytest
 import yaml
 
 from serve_app import k8s
 from serve_app.proxy_env import CLUSTER_INGRESS_ENV
+from serve_app.serving.auth import TOKENS_FILE_ENV
 from serve_app.settings import AppSettings
 from tests.deploy.conftest import DEPLOYMENTS, RENDERS, REPO, objects, one
 from tests.deploy.test_manifests import (
@@ -239,6 +241,24 @@ def test_a_missing_scoring_token_keeps_the_pods_from_starting(rendered, name):
         env = {item["name"]: item for item in container["env"]}
         ref = env["SERVE_APP_SCORING_TOKEN"]["valueFrom"]["secretKeyRef"]
         assert not ref.get("optional", False), f"{kind}: scoring would be open to anyone"
+
+
+def test_prod_reads_named_principals_from_the_tokens_secret(rendered):
+    """The file SERVE_APP_TOKENS_FILE names is a required key of the Secret, on every pod."""
+    for kind, group, container in ray_groups(rendered[PROD]):
+        env = {item["name"]: item for item in container["env"]}
+        path = PurePosixPath(env[TOKENS_FILE_ENV]["value"])
+        (mount,) = [
+            m for m in container["volumeMounts"] if PurePosixPath(m["mountPath"]) == path.parent
+        ]
+        assert mount.get("readOnly") is True, kind
+        volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
+        secret = volumes[mount["name"]]["secret"]
+        assert secret["secretName"] == "serve-app-tokens", kind
+        assert not secret.get("optional", False), f"{kind}: would start without its principals"
+        assert {"key": "principals.yaml", "path": path.name} in secret["items"], kind
+    for _, _, container in ray_groups(rendered["overlays/dev"]):  # dev: the single tokens
+        assert TOKENS_FILE_ENV not in {item["name"] for item in container["env"]}
 
 
 def test_prod_runs_an_image_by_digest(rendered):

@@ -154,12 +154,13 @@ def exported(family: str, **labels: str) -> float:
     )
 
 
-def tables_adopted(url: str, timeout: float = 10.0) -> None:
-    """Wait until every live replica serves from the control actor's current table."""
+def tables_adopted(url: str, timeout: float = 10.0, headers: dict | None = None) -> None:
+    """Wait until every live replica serves from the control actor's current table
+    (`headers`: the token, when the service closes its reads)."""
     from tests.conftest import wait_until
 
     def adopted() -> bool:
-        status = call(f"{url}/admin/models")[1]
+        status = call(f"{url}/admin/models", headers=headers)[1]
         replicas = status["replicas"].values()
         return bool(replicas) and all(
             r["table_revision"] == status["table_revision"] for r in replicas

@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
+from serve_app.core.access import SCORE
 from serve_app.core.cache import PredictionCache
 from serve_app.core.explain import sigmoid
 from serve_app.core.routing import ModelRoute, RoutingTable
@@ -74,6 +75,12 @@ class State:
 
     async def version_info(self, name, version):  # pool models only
         raise AssertionError("no pool in this test")
+
+    def authorize(self, request, found):  # the router's check, on the environment's tokens
+        access, authorization = auth.load_access(self.settings.admin), request.headers.get(
+            "authorization"
+        )
+        return auth.authorize(access, SCORE, found.name, authorization, False)
 
 
 def explanations(boosters, **explain) -> tuple[Explanations, ControlActor]:

@@ -62,3 +62,31 @@ def test_since_is_a_unix_time_or_an_age(raw, since):
 def test_a_since_that_is_neither_is_refused(raw):
     with pytest.raises(BadRequest, match="'since'"):
         parse_since(raw, NOW)
+
+
+def test_manual_actions_keep_their_principal_and_an_older_table_gains_the_column(
+    tmp_path: Path,
+):
+    import sqlalchemy as sa
+
+    uri = f"sqlite:///{tmp_path / 'history.db'}"
+    engine = sa.create_engine(uri)
+    with engine.begin() as db:  # the table as it was before principals existed
+        db.execute(
+            sa.text(
+                "CREATE TABLE serve_app_events (id INTEGER PRIMARY KEY, at FLOAT NOT NULL, "
+                "model VARCHAR(256) NOT NULL, kind VARCHAR(64) NOT NULL, detail TEXT NOT NULL, "
+                "version INTEGER)"
+            )
+        )
+        db.execute(
+            sa.text("INSERT INTO serve_app_events VALUES (1, :at, 'a', 'promoted', '', 2)"),
+            {"at": NOW - 5},
+        )
+    log = EventLog(uri, retention_days=400)
+    log.append(Event(NOW, "a", "manual_promote", "", 3, principal="card-team"))
+    assert [(e.kind, e.principal) for e in log.read("a")] == [
+        ("promoted", None),
+        ("manual_promote", "card-team"),
+    ]
+    EventLog(uri, retention_days=400)  # a second start finds the column there
