@@ -141,8 +141,8 @@ _REASONS = {
     503: "Not ready, or overloaded: retry after Retry-After",
     504: "The request's deadline passed before it was scored",
 }
-SCORING_ERRORS = (400, 401, 404, 409, 413, 415, 422, 503, 504)
-EXPLAIN_ERRORS = (400, 401, 404, 409, 413, 422, 429, 503)
+SCORING_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 503, 504)
+EXPLAIN_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 503)
 READ_ERRORS = (401, 403, 404)
 CHANGE_ERRORS = (400, 401, 403, 404, 409, 413, 503)
 
@@ -224,7 +224,7 @@ OPERATIONS: tuple[tuple[str, str, str, str, list, Any, dict, tuple[int, ...]], .
     ("mlflow_version", "get", "/version", "The MLflow version, bare", [], None,
      {200: (JSON, None)}, ()),
     ("v2_feedback", "post", "/v2/models/{name}/feedback", "Labels for logged predictions",
-     [_NAME], (JSON, _ref("Labels")), {200: (JSON, _OBJECT)}, (400, 401, 404, 413, 503)),
+     [_NAME], (JSON, _ref("Labels")), {200: (JSON, _OBJECT)}, (400, 401, 403, 404, 413, 503)),
     ("v2_model_ready", "get", "/v2/models/{name}/ready", "Whether the model can be scored",
      [_NAME], None, {200: (JSON, _OBJECT)}, (404, 409)),
     ("v2_model_ready", "get", "/v2/models/{name}/versions/{version}/ready",

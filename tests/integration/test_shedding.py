@@ -10,6 +10,8 @@ import threading
 import time
 from collections import Counter
 
+import mlflow
+import pytest
 from ray import serve
 
 from serve_app.registry.mlflow_registry import Registry
@@ -21,9 +23,22 @@ from tests.integration.helpers import Traffic, call, v2_payload
 APP = "shedding"
 
 
-def test_a_burst_over_the_queue_is_shed_with_retry_after(service, tmp_path):
-    registry_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    (model,) = seed_demo_models(Registry(registry_uri, tmp_path / "artifacts"), 1, lambda _: None)
+@pytest.fixture
+def own_registry(tmp_path):
+    """A one-model registry of this test's own. `Registry(uri)` makes its URI MLflow's in
+    the whole process: the session's is put back after, or later tests read this one."""
+    previous = mlflow.get_tracking_uri()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:
+        (model,) = seed_demo_models(Registry(uri, tmp_path / "artifacts"), 1, lambda _: None)
+        yield uri, model
+    finally:
+        mlflow.set_tracking_uri(previous)
+        mlflow.set_registry_uri(previous)
+
+
+def test_a_burst_over_the_queue_is_shed_with_retry_after(service, own_registry, tmp_path):
+    registry_uri, model = own_registry
     args = {
         "home": str(tmp_path / "home"),
         "registry": {"tracking_uri": registry_uri, "poll_interval_s": 0.5},
