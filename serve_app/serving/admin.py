@@ -17,7 +17,7 @@ from serve_app import __version__
 from serve_app.core.routing import ModelRoute
 from serve_app.protocol import v2
 from serve_app.protocol.errors import BadRequest, NotFound, NotReady
-from serve_app.serving import auth, http
+from serve_app.serving import auth, http, static
 from serve_app.serving.asgi import HttpRequest, Reply
 from serve_app.serving.dataplane import RouterState
 from serve_app.settings import APP_NAME
@@ -86,6 +86,18 @@ class AdminEndpoints:
     async def admin_models(self, request: HttpRequest, found: http.Match) -> Reply:
         self.require_reader(request)
         return json_response(await self._controller.status.remote())
+
+    async def admin_model(self, request: HttpRequest, found: http.Match) -> Reply:
+        """One model's detail for the console's model view."""
+        self.require_reader(request)
+        detail = await self._controller.model_detail.remote(found.name)
+        if detail is None:
+            raise NotFound(f"model '{found.name}' is not in the registry")
+        return json_response(detail)
+
+    async def console(self, request: HttpRequest, found: http.Match) -> Reply:
+        """The operator console (no token needed for the page: its data calls send it)."""
+        return static.answer(request, found.name)
 
     async def admin_canary(self, request: HttpRequest, found: http.Match) -> Reply:
         auth.require_admin(request.headers.get("authorization"), self._admin_token)
