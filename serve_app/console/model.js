@@ -46,9 +46,9 @@ function rolloutHtml(d) {
   const guards = (d.guards || []).map((g) => {
     const state = !g.judged ? `<span class="muted">too little traffic yet</span>`
       : g.breached ? `<span class="badge bad">breach</span>` : `<span class="badge ok">ok</span>`;
-    const digits = g.kind === "latency" ? 1 : 4;
-    return `<tr><td>${esc(GUARD_NAMES[g.kind] || g.kind)}</td><td class="num">${num(g.reading, digits)}</td>` +
-      `<td class="num">${num(g.limit, digits)}</td><td>${state}</td></tr>`;
+    const show = g.kind === "error_rate" ? (v) => pct(v, 2) : (v) => num(v, g.kind === "latency" ? 1 : 3);
+    return `<tr><td>${esc(GUARD_NAMES[g.kind] || g.kind)}</td><td class="num">${show(g.reading)}</td>` +
+      `<td class="num">${show(g.limit)}</td><td>${state}</td></tr>`;
   }).join("");
   return `<p>v${esc(r.candidate)} against v${esc(r.champion)}: <b>${esc(phase)}</b>, at ${num(r.weight, 0)}%</p>` +
     `<div class="steps">${steps}</div>` +
