@@ -52,8 +52,10 @@ function rolloutHtml(d) {
   }).join("");
   return `<p>v${esc(r.candidate)} against v${esc(r.champion)}: <b>${esc(phase)}</b>, at ${num(r.weight, 0)}%</p>` +
     `<div class="steps">${steps}</div>` +
-    `<div>dwell ${num(st.elapsed_s, 0)} / ${esc(st.dwell_s)} s</div><div class="meter"><i data-w="${dwell}"></i></div>` +
-    `<div>challenger requests ${esc(st.challenger_requests)} / ${esc(st.min_requests)}</div><div class="meter"><i data-w="${reqs}"></i></div>` +
+    (r.phase === "canary"
+      ? `<div>dwell ${num(st.elapsed_s, 0)} / ${esc(st.dwell_s)} s</div><div class="meter"><i data-w="${dwell}"></i></div>` +
+        `<div>challenger requests ${esc(st.challenger_requests)} / ${esc(st.min_requests)}</div><div class="meter"><i data-w="${reqs}"></i></div>`
+      : `<p class="muted">Holds at this weight until an operator acts; the guards still roll it back (${esc(st.challenger_requests)} challenger requests this step).</p>`) +
     `<table><thead><tr><th>guard (this step)</th><th class="num">reading</th><th class="num">limit</th><th></th></tr></thead><tbody>${guards}</tbody></table>`;
 }
 
