@@ -96,6 +96,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         models = _wait_ready(url)
         print(f"\nserve-app is ready: {models} models at {url}")
         _print_examples(url, registry, settings)
+        print(f"the operator console, in a browser: {url}/ui")
         print("\nCtrl-C to stop.")
         while True:
             time.sleep(3600)

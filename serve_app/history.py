@@ -74,6 +74,17 @@ class EventLog:
             Event(r.at, r.model, r.kind, r.detail, r.version, r.principal) for r in reversed(rows)
         ]
 
+    def latest(self) -> dict[str, Event]:
+        """Each model's newest event, in one query: the console's "last change" column
+        after the control actor restarts (it then keeps them itself)."""
+        newest = sa.select(sa.func.max(_events.c.id)).group_by(_events.c.model)
+        query = sa.select(_events).where(_events.c.id.in_(newest))
+        with self._engine.connect() as db:
+            rows = db.execute(query).all()
+        return {
+            r.model: Event(r.at, r.model, r.kind, r.detail, r.version, r.principal) for r in rows
+        }
+
 
 def _add_principal_column(engine: sa.Engine) -> None:
     """A history written before principals existed gains the column (create_all adds none)."""

@@ -115,30 +115,69 @@ class Rollout:
 P99_MIN_REQUESTS = 100
 
 
+@dataclass(frozen=True)
+class GuardReading:
+    """One guard's reading against its limit over the step's window (the console shows
+    them; `guard_breach` acts on them)."""
+
+    kind: str  # error_rate | latency | drift: the rollback reason it would give
+    reading: float
+    limit: float
+    judged: bool  # the window has enough traffic for this guard to fail the step
+
+    @property
+    def breached(self) -> bool:
+        return self.judged and self.reading > self.limit
+
+
+def guard_readings(
+    policy: RolloutPolicy, champion: VersionWindow, challenger: VersionWindow
+) -> tuple[GuardReading, GuardReading, GuardReading]:
+    """Error rate, p99 and score PSI of the challenger against the champion's, with limits."""
+    sampled = challenger.requests >= policy.guard_min_requests
+    p99_judged = sampled and champion.requests > 0 and challenger.requests >= P99_MIN_REQUESTS
+    scored = min(sum(champion.scores), sum(challenger.scores)) >= policy.guard_min_scores
+    return (
+        GuardReading(
+            "error_rate",
+            challenger.error_rate,
+            champion.error_rate + policy.guard_max_error_rate_delta,
+            sampled,
+        ),
+        GuardReading(
+            "latency",
+            challenger.p99_ms(),
+            champion.p99_ms() * policy.guard_max_p99_ratio + policy.guard_p99_slack_ms,
+            p99_judged,
+        ),
+        GuardReading(
+            "drift",
+            psi(champion.scores, challenger.scores),
+            policy.guard_max_psi,
+            sampled and scored,
+        ),
+    )
+
+
 def guard_breach(
     policy: RolloutPolicy, champion: VersionWindow, challenger: VersionWindow
 ) -> RollBack | None:
     """Challenger against champion over the same window, once the challenger has samples."""
-    if challenger.requests < policy.guard_min_requests:
-        return None
-    if challenger.error_rate > champion.error_rate + policy.guard_max_error_rate_delta:
+    errors, latency, drift = guard_readings(policy, champion, challenger)
+    if errors.breached:
         return RollBack(
             f"error rate {challenger.error_rate:.2%} vs the champion's {champion.error_rate:.2%}",
             "error_rate",
         )
-    limit = champion.p99_ms() * policy.guard_max_p99_ratio + policy.guard_p99_slack_ms
-    judged = champion.requests and challenger.requests >= P99_MIN_REQUESTS
-    if judged and challenger.p99_ms() > limit:
+    if latency.breached:
         return RollBack(
             f"p99 {challenger.p99_ms():g} ms vs the champion's {champion.p99_ms():g} ms "
-            f"(limit {limit:g} ms)",
+            f"(limit {latency.limit:g} ms)",
             "latency",
         )
-    drift = psi(champion.scores, challenger.scores)
-    enough = min(sum(champion.scores), sum(challenger.scores)) >= policy.guard_min_scores
-    if enough and drift > policy.guard_max_psi:
+    if drift.breached:
         return RollBack(
-            f"score distribution drifted from the champion's: PSI {drift:.3f} "
+            f"score distribution drifted from the champion's: PSI {drift.reading:.3f} "
             f"> {policy.guard_max_psi}",
             "drift",
         )

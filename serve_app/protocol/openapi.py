@@ -129,6 +129,7 @@ SCHEMAS: dict[str, Any] = {
 _REASONS = {
     200: "OK",
     202: "Accepted",
+    304: "Not modified since the ETag given in If-None-Match",
     400: "The request is malformed",
     401: "No valid bearer token",
     403: "The endpoint is disabled, or the token lacks the scope",
@@ -154,10 +155,9 @@ def _ref(name: str) -> dict[str, str]:
 def _responses(ok: dict[int, tuple[str, Any]], errors: tuple[int, ...]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for status, (media, schema) in ok.items():
-        found[str(status)] = {
-            "description": _REASONS[status],
-            "content": {media: {} if schema is None else {"schema": schema}},
-        }
+        found[str(status)] = {"description": _REASONS[status]}
+        if media is not None:  # a 304 has no body
+            found[str(status)]["content"] = {media: {} if schema is None else {"schema": schema}}
     for status in errors:
         found[str(status)] = {
             "description": _REASONS[status],
@@ -173,6 +173,8 @@ _NAME = {
     "schema": {"type": "string"},
     "example": "fraud-card-eu",
 }
+_ASSET = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+          "example": "console.js"}  # fmt: skip
 _VERSION = {
     "name": "version",
     "in": "path",
@@ -242,6 +244,12 @@ OPERATIONS: tuple[tuple[str, str, str, str, list, Any, dict, tuple[int, ...]], .
     ("openapi", "get", "/openapi.json", "This document", [], None, {200: (JSON, _OBJECT)}, ()),
     ("admin_models", "get", "/admin/models", "Every model: versions, split, rollout, drift",
      [], None, {200: (JSON, _OBJECT)}, READ_ERRORS),
+    ("admin_model", "get", "/admin/models/{name}", "One model in detail (the console's view)",
+     [_NAME], None, {200: (JSON, _OBJECT)}, READ_ERRORS),
+    ("console", "get", "/ui", "The operator console", [], None,
+     {200: ("text/html", None), 304: (None, None)}, ()),
+    ("console", "get", "/ui/{name}", "A file of the operator console", [_ASSET], None,
+     {200: ("*/*", None), 304: (None, None)}, (404,)),
     ("admin_history", "get", "/admin/models/{name}/history", "The model's audit trail",
      [_NAME, _SINCE], None, {200: (JSON, _OBJECT)}, (400, *READ_ERRORS)),
     ("admin_quality", "get", "/admin/models/{name}/quality", "Live quality per version",

@@ -19,7 +19,7 @@ from serve_app.core.access import READ, Principal
 from serve_app.core.routing import ModelRoute
 from serve_app.protocol import openapi, v2
 from serve_app.protocol.errors import BadRequest, NotFound, NotReady
-from serve_app.serving import http
+from serve_app.serving import http, static
 from serve_app.serving.asgi import HttpRequest, Reply
 from serve_app.serving.dataplane import RouterState
 from serve_app.settings import APP_NAME
@@ -108,6 +108,21 @@ class AdminEndpoints:
             models = status["models"]
             status["models"] = {n: m for n, m in models.items() if principal.grants(READ, n)}
         return json_response(status)
+
+    async def admin_model(
+        self, request: HttpRequest, found: http.Match, principal: Principal | None
+    ) -> Reply:
+        """One model's detail for the console's model view."""
+        detail = await self._controller.model_detail.remote(found.name)
+        if detail is None:
+            raise NotFound(f"model '{found.name}' is not in the registry")
+        return json_response(detail)
+
+    async def console(
+        self, request: HttpRequest, found: http.Match, principal: Principal | None
+    ) -> Reply:
+        """The operator console (no token needed for the page: its data calls send it)."""
+        return static.answer(request, found.name)
 
     async def admin_canary(
         self, request: HttpRequest, found: http.Match, principal: Principal | None

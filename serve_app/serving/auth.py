@@ -47,6 +47,7 @@ HANDLER_VERBS = {
     "mlflow_invocations": SCORE,
     "v2_feedback": SCORE,
     "admin_models": READ,
+    "admin_model": READ,
     "admin_history": READ,
     "admin_quality": READ,
     "admin_drift": READ,

@@ -28,6 +28,7 @@ from typing import Any
 
 from ray import serve
 
+from serve_app.core.fleet import RecentTraffic
 from serve_app.core.placement import UnknownPool, assign_pool
 from serve_app.core.quality import Quality
 from serve_app.core.reconcile import plan
@@ -85,6 +86,7 @@ class Controller(
         self._champions: dict[str, ModelArtifact] = {}
         self._rollouts: dict[str, Rollout] = {}
         self._windows: dict[str, dict[int, VersionWindow]] = {}
+        self._recent = RecentTraffic(time.time())  # every model's last minute (the console)
         self._standby: dict[str, tuple[int, float]] = {}  # model → (version, until)
         self._policies: dict[str, RolloutPolicy] = {}
         self._pools: dict[str, str | None] = {}  # model → pool (None: the fast lane)
@@ -94,6 +96,7 @@ class Controller(
         self._rejected: dict[tuple[str, int], str] = {}
         self._fetch_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._history: EventLog | None = None
+        self._last_event: dict[str, Event] = {}
         self._store: LabelStore | None = None
         self._label_consumer: LabelConsumer | None = None
         self._label_counts: Counter[tuple[str, str]] = Counter()  # from the consumer's thread
@@ -123,6 +126,7 @@ class Controller(
         if self._history is None:
             history = self._settings.history
             self._history = EventLog(history.database_uri or "", history.retention_days)
+            self._last_event = await self._io(self._history.latest)
         if self._store is None:
             labels = self._settings.labels
             self._store = await self._io(
@@ -264,6 +268,7 @@ class Controller(
         ):
             state.pop(name, None)
         self._control_errors.pop(name, None)
+        self._recent.forget(name)
         self._forget_drift(name)
         self._metrics.forget_model(name)
         self._record(name, "removed", "no longer in the registry")
@@ -299,8 +304,10 @@ class Controller(
         version: int | None = None,
         principal: str | None = None,
     ) -> None:
+        event = Event(time.time(), model, kind, detail, version, principal)
+        self._last_event[model] = event
         try:
-            self._history.append(Event(time.time(), model, kind, detail, version, principal))
+            self._history.append(event)
         except Exception as error:  # the history database is down: never stop control
             logger.warning("could not record %s %s in the history: %s", model, kind, error)
         log = (

@@ -33,6 +33,7 @@ ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("GET", "v2_server_metadata", r"/v2"),
         ("GET", "openapi", r"/openapi\.json"),
         ("GET", "admin_models", r"/admin/models"),
+        ("GET", "admin_model", rf"/admin/models/{_NAME}"),
         ("GET", "admin_history", rf"/admin/models/{_NAME}/history"),
         ("GET", "admin_quality", rf"/admin/models/{_NAME}/quality"),
         ("GET", "admin_drift", rf"/admin/models/{_NAME}/drift"),
@@ -40,6 +41,8 @@ ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("POST", "admin_canary", rf"/admin/models/{_NAME}/canary"),
         ("POST", "admin_promote", rf"/admin/models/{_NAME}/promote"),
         ("POST", "admin_rollback", rf"/admin/models/{_NAME}/rollback"),
+        # the operator console's files (serving/static.py); `name` is a file name here
+        ("GET", "console", r"/ui(?:/(?P<name>[^/]*))?"),
     )
 )
 

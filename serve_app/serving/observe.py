@@ -1,7 +1,10 @@
-"""What the router learns from each request: metrics, traffic per model, rollout windows.
+"""What the router learns from each request: metrics, traffic per model, rollout windows
+and every model's recent windows.
 
-Traffic counts choose the models every new replica opens first; the windows are what
-rollout guards judge. Both are shipped to the control actor on each table sync.
+Traffic counts choose the models every new replica opens first; the rollout windows are
+what rollout guards judge; the recent windows are the console's requests/s, p99, error
+rate and score distributions (core/fleet.py). All are shipped to the control actor on
+each table sync.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ class Observer:
         self.metrics = metrics
         self._traffic: dict[str, int] = {}
         self._windows: dict[str, dict[int, VersionWindow]] = {}
+        self._recent: dict[str, dict[int, VersionWindow]] = {}
 
     def request(
         self,
@@ -42,6 +46,11 @@ class Observer:
         if route is None:
             return
         self._traffic[route.name] = self._traffic.get(route.name, 0) + 1
+        if version is not None and not 400 <= status < 500:
+            recent = self._recent.setdefault(route.name, {}).get(version)
+            if recent is None:
+                recent = self._recent[route.name][version] = VersionWindow()
+            recent.record(elapsed_ms, scores, error=status >= 500)
         if loaded_here or route.challenger is None or version not in route.versions:
             return
         if not 400 <= status < 500:
@@ -50,8 +59,10 @@ class Observer:
     def window(self, name: str, version: int) -> VersionWindow:
         return self._windows.setdefault(name, {}).setdefault(version, VersionWindow())
 
-    def drain(self) -> tuple[dict[str, int], dict[str, dict[int, VersionWindow]]]:
-        """Everything observed since the last drain, for the control actor."""
+    def drain(self) -> tuple[dict[str, int], dict[str, dict[int, VersionWindow]], dict]:
+        """Everything observed since the last drain, for the control actor: traffic, rollout
+        windows, recent windows."""
         traffic, self._traffic = self._traffic, {}
         windows, self._windows = self._windows, {}
-        return traffic, windows
+        recent, self._recent = self._recent, {}
+        return traffic, windows, recent

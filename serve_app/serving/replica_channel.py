@@ -27,6 +27,7 @@ class ReplicaChannel:
         drift: dict[tuple[str, int], WindowCounts],
         stamp: tuple[str, int],
         wait_s: float,
+        recent: dict[str, dict[int, VersionWindow]] | None = None,
     ) -> RoutingTable | None:
         """Long poll: the current table once it differs from the replica's `stamp`, else None.
 
@@ -43,6 +44,10 @@ class ReplicaChannel:
                     current[version] = current.get(version, VersionWindow()).merge(window)
         if drift:
             self._take_drift_counts(drift)
+        now = time.time()
+        for name, by_version in (recent or {}).items():
+            if name in self._table.routes:  # bounded by the table, as the metrics are
+                self._recent.add(now, name, by_version)
         if self._table.revision == 0 or self._table.stamp == tuple(stamp):
             changed = self._table_changed
             try:

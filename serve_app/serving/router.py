@@ -214,7 +214,7 @@ class Router:
     async def _sync_forever(self) -> None:
         while True:
             try:
-                traffic, windows = self._observer.drain()
+                traffic, windows, recent = self._observer.drain()
                 drift = self._log.drift if self._log is not None else None
                 table = await self._controller.sync.remote(
                     self._replica_id,
@@ -226,6 +226,7 @@ class Router:
                     drift.take() if drift is not None else {},
                     self.table.stamp,
                     SYNC_WAIT_S,
+                    recent,
                 )
                 if table is not None:
                     await self._adopt(table)

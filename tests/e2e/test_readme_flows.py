@@ -42,6 +42,9 @@ def test_serve_app_up_seeds_serves_and_stops_on_ctrl_c(project_dir):
         assert '"model_name":"fraud-card-eu"' in scored.stdout, scored.stdout + scored.stderr
         assert re.search(r'"data":\[0\.\d+', scored.stdout)
         assert (project_dir / ".serve-app" / "mlflow.db").is_file()
+        console = re.search(r"the operator console, in a browser: (\S+)\n", output)
+        assert console and console.group(1) == f"http://127.0.0.1:{UP_PORT}/ui", output[-2000:]
+        assert _answers(console.group(1))  # the page itself: tests/e2e/test_console.py
 
 
 def _answers(url: str) -> bool:
