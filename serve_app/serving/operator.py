@@ -22,6 +22,8 @@ class OperatorActions:
     async def set_weight(self, name: str, weight: float) -> tuple[int, str]:
         async with self._lock:
             rollout = self._rollouts.get(name)
+            if refusal := self._pin_refusal(name):
+                return 409, refusal
             if rollout is None:
                 return 409, f"model '{name}' has no challenger in rollout"
             await self._save_rollout(rollout.manual(weight, time.time()))
@@ -32,6 +34,8 @@ class OperatorActions:
     async def promote(self, name: str) -> tuple[int, str]:
         async with self._lock:
             rollout = self._rollouts.get(name)
+            if refusal := self._pin_refusal(name):
+                return 409, refusal
             if rollout is None:
                 return 409, f"model '{name}' has no challenger to promote"
             self._record(name, "manual_promote", "by an operator", rollout.candidate)
@@ -42,6 +46,8 @@ class OperatorActions:
     async def rollback(self, name: str) -> tuple[int, str]:
         """Abort a running rollout, or else move `champion` back to the standby version."""
         async with self._lock:
+            if refusal := self._pin_refusal(name):
+                return 409, refusal
             if name in self._rollouts:
                 candidate = self._rollouts[name].candidate
                 await self._roll_back(name, "manual rollback by an operator", "manual")
@@ -88,12 +94,14 @@ class OperatorActions:
                 "control_error": self._control_errors.get(name) or self._placement_errors.get(name),
                 "drift": self.drift_status(name)["status"],
                 "retraining": name in self._retrain_jobs,
+                "pin": self._pin_status(name),
             }
         return {
             "registry_uri": self._settings.registry.tracking_uri,
             "controller_epoch": self._table.epoch,
             "table_revision": self._table.revision,
             "last_poll": self._last_poll,
+            "pins": self._pins_summary(),
             "replicas": {
                 r: {
                     "loaded": len(i["loaded"]),
