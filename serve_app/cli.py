@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from serve_app import cli_drift, cli_labels, demo_drift
+from serve_app import cli_drift, cli_labels, cli_state, demo_drift
 from serve_app.cli_http import admin, get_json, read_or_exit
 from serve_app.proxy_env import LOCAL_SHUTDOWN_ENV, fast_ingress_env
 from serve_app.settings import APP_NAME, AppSettings
@@ -322,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_labels.add_commands(commands, common, _settings, DEFAULT_URL)
     cli_drift.add_commands(commands, common, DEFAULT_URL)
+    cli_state.add_commands(commands, common, DEFAULT_URL)
     demo_drift.add_commands(commands, common)
 
     seed = commands.add_parser(

@@ -11,9 +11,12 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+import ray
+
 from serve_app.core.rollout import Rollout
 from serve_app.core.stats import VersionWindow, psi
 from serve_app.registry.mlflow_registry import CHAMPION
+from serve_app.settings import APP_NAME
 
 REPLICA_STALE_S = 10.0  # replicas report every SYNC_WAIT_S (2 s) at most
 
@@ -98,6 +101,7 @@ class OperatorActions:
             }
         return {
             "registry_uri": self._settings.registry.tracking_uri,
+            "cluster": {"app": APP_NAME, "ray_address": ray.get_runtime_context().gcs_address},
             "controller_epoch": self._table.epoch,
             "table_revision": self._table.revision,
             "last_poll": self._last_poll,
