@@ -193,7 +193,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         )
         loaded = len(model.get("loaded_on", []))
-        print(f"{name:<24} {aliases:<28} {served:<26} {loaded} replica(s)")
+        pin, pinned = model.get("pin"), ""
+        if pin:
+            pinned = f"  pinned v{pin['version']}" + ("" if pin["agrees"] else " (disagrees)")
+        print(f"{name:<24} {aliases:<28} {served:<26} {loaded} replica(s){pinned}")
     return 0
 
 

@@ -18,6 +18,8 @@ STATUS = {
     "cluster": {"app": "serve-app", "ray_address": "10.0.0.1:6379"},
     "controller_epoch": "abc",
     "table_revision": 7,
+    "replicas": {},
+    "last_poll": {"ok": True},
     "pins": {"file": "/etc/pins.yaml", "error": None, "read_at": 1.0, "pinned": {"m-b": 2}},
     "models": {
         "m-c": {"aliases": {"champion": 4}, "serving": None, "pin": None},
@@ -133,3 +135,10 @@ def test_export_state_prints_yaml_or_writes_a_file(fake_service, tmp_path, capsy
     assert capsys.readouterr().out == f"wrote {out} (3 models)\n"
     assert yaml.safe_load(out.read_text())["models"] == printed["models"]
     assert [p.name for p in out.parent.iterdir()] == ["serving.yaml"], "no scratch file left"
+
+
+def test_status_marks_pinned_models(fake_service, capsys):
+    assert main(["status", "--url", fake_service]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["m-b"].endswith("pinned v2 (disagrees)")
+    assert "pinned" not in lines["m-a"]
