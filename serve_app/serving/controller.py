@@ -54,6 +54,7 @@ from serve_app.settings import AppSettings, RolloutPolicy
 
 logger = logging.getLogger("ray.serve")
 
+
 @serve.deployment(
     num_replicas=1,
     max_ongoing_requests=1_000,
