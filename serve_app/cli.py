@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from serve_app import cli_drift, cli_labels, demo_drift
+from serve_app import cli_drift, cli_labels, cli_state, demo_drift
 from serve_app.cli_http import admin, get_json, read_or_exit
 from serve_app.proxy_env import LOCAL_SHUTDOWN_ENV, fast_ingress_env
 from serve_app.settings import APP_NAME, AppSettings
@@ -194,7 +194,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         )
         loaded = len(model.get("loaded_on", []))
-        print(f"{name:<24} {aliases:<28} {served:<26} {loaded} replica(s)")
+        pin, pinned = model.get("pin"), ""
+        if pin:
+            pinned = f"  pinned v{pin['version']}" + ("" if pin["agrees"] else " (disagrees)")
+        print(f"{name:<24} {aliases:<28} {served:<26} {loaded} replica(s){pinned}")
     return 0
 
 
@@ -324,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_labels.add_commands(commands, common, _settings, DEFAULT_URL)
     cli_drift.add_commands(commands, common, DEFAULT_URL)
+    cli_state.add_commands(commands, common, DEFAULT_URL)
     demo_drift.add_commands(commands, common)
 
     seed = commands.add_parser(

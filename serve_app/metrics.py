@@ -216,6 +216,15 @@ class ControllerMetrics:
         self.models_routed = metrics.Gauge(
             "serve_app_models_routed", description="Models in the routing table."
         )
+        self.pin_disagrees = metrics.Gauge(
+            "serve_app_pin_disagrees",
+            description="1 while a model's pin (the pins file) differs from its @champion.",
+            tag_keys=("model",),
+        )
+        self.pins_file_error = metrics.Gauge(
+            "serve_app_pins_file_error",
+            description="1 while the pins file is unreadable or malformed (last good pins kept).",
+        )
         self.labels_received = labels_received()
         # Live quality: labelled predictions of the last `quality.window_days`, per model and
         # role (champion, challenger). A figure is absent until its labels are enough.
@@ -321,5 +330,6 @@ class ControllerMetrics:
         for role in ("champion", "challenger"):
             self.served_version.set(0, tags={"model": name, "role": role})
         self.challenger_weight.set(0.0, tags={"model": name})
+        self.pin_disagrees.set(0.0, tags={"model": name})
         for state in PHASES:
             self.rollout_state.set(0.0, tags={"model": name, "state": state})

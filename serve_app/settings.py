@@ -137,6 +137,12 @@ class RegistrySettings(_Strict):
     )
     poll_interval_s: float = Field(2.0, gt=0)
     download_workers: int = Field(4, ge=1)
+    pins_file: str | None = Field(
+        None,
+        description="A YAML file `pins: {model: version}` kept in Git (configs/pins.yaml): a "
+        "pinned model serves that version over its aliases (core/pins.py); re-read on every "
+        "poll when it changes. None: the aliases alone decide.",
+    )
 
 
 class LimitSettings(_Strict):
@@ -530,7 +536,9 @@ class AppSettings(_Strict):
         home = Path(os.environ.get(HOME_ENV) or self.home).expanduser().resolve()
         uri = self.registry.tracking_uri or os.environ.get(TRACKING_URI_ENV)
         uri = uri or f"sqlite:///{home / 'mlflow.db'}"
-        registry = self.registry.model_copy(update={"tracking_uri": uri})
+        pins = self.registry.pins_file  # relative to where the app is built, as `home` is
+        pins = pins and str(Path(pins).expanduser().resolve())
+        registry = self.registry.model_copy(update={"tracking_uri": uri, "pins_file": pins})
         database = self.history.database_uri or f"sqlite:///{home / 'history.db'}"
         history = self.history.model_copy(update={"database_uri": database})
         labels = self.labels.database_uri or os.environ.get(LABELS_DATABASE_ENV)

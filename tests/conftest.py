@@ -25,6 +25,7 @@ METRICS_EXPORT_PORT = 8129  # Ray's Prometheus endpoint for this session's node
 POLL_INTERVAL_S = 0.5
 CACHED_MODEL = "fraud-crypto-eu"  # the one model with a prediction cache in the session
 CACHE_TTL_S = 2.0
+PINS_FILE = "pins.yaml"  # in the session's home: tests/integration/test_pins.py writes it
 
 
 @dataclass
@@ -61,6 +62,7 @@ def seeded_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("serve-app-home")
     registry = Registry(f"sqlite:///{home / 'mlflow.db'}", home / "artifacts")
     seed_demo_models(registry, progress=lambda line: None)
+    (home / PINS_FILE).write_text("pins: {}\n")
     return home
 
 
@@ -109,7 +111,7 @@ def service_args(home: Path) -> dict:
     shipped = AppSettings.from_serve_config(yaml.safe_load(SHIPPED_CONFIG.read_text()))
     return {
         "home": str(home),
-        "registry": {"poll_interval_s": POLL_INTERVAL_S},
+        "registry": {"poll_interval_s": POLL_INTERVAL_S, "pins_file": str(home / PINS_FILE)},
         "cache": {"models": [CACHED_MODEL], "ttl_s": CACHE_TTL_S},
         # the shipped model pools: their own runtime_env, built by Ray on first use
         "pools": [pool.model_dump(mode="json") for pool in shipped.pools],

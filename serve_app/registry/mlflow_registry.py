@@ -178,6 +178,16 @@ class Registry:
         artifact = ModelArtifact(name, version, onnx_bytes, features, threshold)
         return FetchedVersion(artifact, rows, eval_figures_from_tags(tags))
 
+    def has_version(self, name: str, version: int) -> bool:
+        """Whether the registry has this version: a pin may name one never registered."""
+        try:
+            self.client.get_model_version(name, str(version))
+        except MlflowException as error:
+            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                return False
+            raise
+        return True
+
     def version_tags(self, name: str, version: int) -> dict[str, str]:
         return dict(self.client.get_model_version(name, str(version)).tags or {})
 

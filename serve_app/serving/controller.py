@@ -1,14 +1,16 @@
 """The control actor: follows the registry, runs rollouts, publishes routing tables.
 
 This module is its shell: state, the poll loop, champions and publishing. The rollout
-steps (`rollout_steps.py`), the replicas' side (`replica_channel.py`) and the operator's
-actions and views (`operator.py`) are mixed in from rooms of their own.
+steps (`rollout_steps.py`), the replicas' side (`replica_channel.py`), the operator's
+actions and views (`operator.py`) and the pins file (`pinning.py`) are mixed in from rooms
+of their own.
 
 A single-replica Serve deployment (a named, detached Ray actor that Serve restarts,
 reconfigures and deletes with the application), and the only MLflow client on the
 serving side. Each poll it:
-1. loads and checks every new `champion` (download, open, score the input example);
-   a version that fails stays out with its reason recorded, the previous one serves;
+1. loads and checks every new `champion`, or pinned version (download, open, score the
+   input example); a version that fails stays out with its reason recorded, the previous
+   one serves;
 2. gates every new `challenger` on the evaluation set, then walks it through the
    rollout policy's steps, rolling back on a guard breach or promoting at the end;
 3. publishes the resulting table; replicas long-poll `sync` for it.
@@ -17,7 +19,6 @@ serving side. Each poll it:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -39,26 +40,20 @@ from serve_app.history import Event, EventLog
 from serve_app.labels.kafka_labels import LabelConsumer
 from serve_app.labels.store import LabelStore
 from serve_app.metrics import ControllerMetrics
-from serve_app.registry.mlflow_registry import (
-    CHALLENGER,
-    CHAMPION,
-    Registry,
-    RegistryError,
-    VersionNotFound,
-)
+from serve_app.registry.mlflow_registry import Registry, RegistryError, VersionNotFound
 from serve_app.runtime.onnx import ModelArtifact, ModelLoadError, load_checked
 from serve_app.serving.drift_watch import DriftWatch
 from serve_app.serving.operator import OperatorActions
+from serve_app.serving.pinning import PinWatch
 from serve_app.serving.publishing import TablePublisher
 from serve_app.serving.quality_watch import QualityWatch
 from serve_app.serving.replica_channel import ReplicaChannel
 from serve_app.serving.retrain_watch import RetrainWatch
+from serve_app.serving.rollout_steps import POLICY_TAG as POLICY_TAG  # where tests find it
 from serve_app.serving.rollout_steps import RolloutSteps
 from serve_app.settings import AppSettings, RolloutPolicy
 
 logger = logging.getLogger("ray.serve")
-
-POLICY_TAG = "serve_app.rollout_policy"
 
 
 @serve.deployment(
@@ -77,6 +72,7 @@ class Controller(
     DriftWatch,
     RetrainWatch,
     TablePublisher,
+    PinWatch,
 ):
     def __init__(self) -> None:
         self._settings = AppSettings()
@@ -115,6 +111,7 @@ class Controller(
         self._lock = asyncio.Lock()  # one reconcile or admin action at a time
         self._init_drift()
         self._init_retraining()
+        self._init_pins()
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         self._settings = AppSettings.model_validate(config)
@@ -166,15 +163,16 @@ class Controller(
         self._aliases = {name: info.aliases for name, info in models.items()}
         self._policies = {name: self._policy(info.tags) for name, info in models.items()}
         self._pools = {name: self._pool_of(name, info.tags) for name, info in models.items()}
-        champions = {n: a[CHAMPION] for n, a in self._aliases.items() if CHAMPION in a}
+        champions = await self._pinned_champions(models)  # pins outrank `champion`
         todo = plan(self._table, champions, set(models), set(self._broken))
         for name in todo.to_drop:
             self._forget(name)
         await self._adopt_champions(todo.to_load)
+        await self._settle_pins()
         for name, info in models.items():
             if name in self._retrain_jobs:
                 continue  # its challenger is gated once the job that set it is collected
-            challenger = info.aliases.get(CHALLENGER)
+            challenger = self._challenger_of(name, info)  # none while pinned
             await self._isolated(name, self._follow_challenger(name, challenger, info.tags))
         for name in list(self._rollouts):
             await self._isolated(name, self._step(name))
@@ -219,17 +217,6 @@ class Controller(
                 self._placement_errors[name] = str(error)
                 self._record(name, "control_error", f"{error}; serving it in the fast lane")
             return None
-
-    def _policy(self, tags: dict[str, str]) -> RolloutPolicy:
-        override = tags.get(POLICY_TAG)
-        if not override:
-            return self._settings.rollout
-        try:
-            merged = {**self._settings.rollout.model_dump(), **_json_object(override)}
-            return RolloutPolicy.model_validate(merged)
-        except ValueError as error:
-            logger.warning("ignoring invalid %s tag: %s", POLICY_TAG, error)
-            return self._settings.rollout
 
     async def _adopt_champions(self, to_load: dict[str, int]) -> None:
         limit = asyncio.Semaphore(self._settings.registry.download_workers)
@@ -316,10 +303,3 @@ class Controller(
             else logger.info
         )
         log("%s: %s %s%s", model, kind, detail, f" (by {principal})" if principal else "")
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise ValueError("expected a JSON object")
-    return value

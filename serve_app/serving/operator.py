@@ -13,10 +13,13 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+import ray
+
 from serve_app.core.quality import below_evaluation
 from serve_app.core.rollout import Rollout, guard_readings
 from serve_app.core.stats import VersionWindow, psi
 from serve_app.registry.mlflow_registry import CHAMPION
+from serve_app.settings import APP_NAME
 
 REPLICA_STALE_S = 10.0  # replicas report every SYNC_WAIT_S (2 s) at most
 
@@ -25,6 +28,8 @@ class OperatorActions:
     async def set_weight(self, name: str, weight: float, principal: str) -> tuple[int, str]:
         async with self._lock:
             rollout = self._rollouts.get(name)
+            if refusal := self._pin_refusal(name):
+                return 409, refusal
             if rollout is None:
                 return 409, f"model '{name}' has no challenger in rollout"
             await self._save_rollout(rollout.manual(weight, time.time()))
@@ -35,6 +40,8 @@ class OperatorActions:
     async def promote(self, name: str, principal: str) -> tuple[int, str]:
         async with self._lock:
             rollout = self._rollouts.get(name)
+            if refusal := self._pin_refusal(name):
+                return 409, refusal
             if rollout is None:
                 return 409, f"model '{name}' has no challenger to promote"
             self._record(name, "manual_promote", "", rollout.candidate, principal)
@@ -45,6 +52,8 @@ class OperatorActions:
     async def rollback(self, name: str, principal: str) -> tuple[int, str]:
         """Abort a running rollout, or else move `champion` back to the standby version."""
         async with self._lock:
+            if refusal := self._pin_refusal(name):
+                return 409, refusal
             if name in self._rollouts:
                 candidate = self._rollouts[name].candidate
                 await self._roll_back(name, "manual rollback", "manual", principal)
@@ -70,9 +79,11 @@ class OperatorActions:
         }
         return {
             "registry_uri": self._settings.registry.tracking_uri,
+            "cluster": {"app": APP_NAME, "ray_address": ray.get_runtime_context().gcs_address},
             "controller_epoch": self._table.epoch,
             "table_revision": self._table.revision,
             "last_poll": self._last_poll,
+            "pins": self._pins_summary(),
             "replicas": {
                 r: {
                     "loaded": len(i["loaded"]),
@@ -164,6 +175,7 @@ class OperatorActions:
             "control_error": self._control_errors.get(name) or self._placement_errors.get(name),
             "drift": self.drift_status(name)["status"],
             "retraining": name in self._retrain_jobs,
+            "pin": self._pin_status(name),
             "recent": recent,
             "quality": self._quality_badge(name),
             "last_event": None

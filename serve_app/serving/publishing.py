@@ -71,4 +71,5 @@ class TablePublisher:
             self._metrics.export_route(name, route, phase)
             self._export_quality(name)
             self._export_drift(name)
+        self._export_pins()
         self._metrics.models_routed.set(len(self._table.routes))

@@ -8,7 +8,10 @@ table, with the actor's state.
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from typing import Any
 
 from serve_app.core import rollout as machine
 from serve_app.core.rollout import Rollout
@@ -16,11 +19,26 @@ from serve_app.core.stats import VersionWindow
 from serve_app.registry.mlflow_registry import CHALLENGER, CHAMPION, RegistryError
 from serve_app.runtime.evaluation import alert_rate, evaluate_on_set
 from serve_app.runtime.onnx import ModelArtifact, OnnxModel
+from serve_app.settings import RolloutPolicy
 
+logger = logging.getLogger("ray.serve")
 ROLLOUT_TAG = "serve_app.rollout"
+POLICY_TAG = "serve_app.rollout_policy"  # JSON, any subset of RolloutPolicy's fields
 
 
 class RolloutSteps:
+    def _policy(self, tags: dict[str, str]) -> RolloutPolicy:
+        """The settings' rollout policy with the model's `POLICY_TAG` override, if valid."""
+        override = tags.get(POLICY_TAG)
+        if not override:
+            return self._settings.rollout
+        try:
+            merged = {**self._settings.rollout.model_dump(), **_json_object(override)}
+            return RolloutPolicy.model_validate(merged)
+        except ValueError as error:
+            logger.warning("ignoring invalid %s tag: %s", POLICY_TAG, error)
+            return self._settings.rollout
+
     async def _follow_challenger(
         self, name: str, candidate: int | None, tags: dict[str, str]
     ) -> None:
@@ -153,3 +171,10 @@ def _rollout_from_tag(text: str | None) -> Rollout | None:
         return Rollout.from_json(text)
     except (ValueError, TypeError):
         return None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value

@@ -339,6 +339,8 @@ def _render_paths(root: Path) -> dict[str, Path]:
         "overlays": root / k8s.OVERLAYS,
         "health_path": root / k8s.ARGOCD_HEALTH,
         "argocd_cm_path": root / k8s.ARGOCD_CM,
+        "pins_path": root / k8s.PINS,
+        "pins_out_path": root / k8s.PINS_CONFIGMAP,
     }
 
 

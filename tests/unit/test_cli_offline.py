@@ -17,6 +17,7 @@ from serve_app.proxy_env import free_port
         ["history", "m"],
         ["drift", "m"],
         ["retrain", "m"],
+        ["export-state"],
     ],
 )
 def test_admin_commands_say_the_service_is_unreachable(command, capsys):
