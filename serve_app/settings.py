@@ -118,6 +118,12 @@ class RegistrySettings(_Strict):
     )
     poll_interval_s: float = Field(2.0, gt=0)
     download_workers: int = Field(4, ge=1)
+    broken_retry_s: float = Field(
+        60.0,
+        gt=0,
+        description="How long a champion that failed its load check waits before it is "
+        "checked again: an artifact repaired in place serves without another alias move.",
+    )
 
 
 class LimitSettings(_Strict):

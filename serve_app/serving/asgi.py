@@ -31,7 +31,9 @@ class HttpRequest:
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.method: str = scope["method"]
-        self.path: str = scope["path"]
+        # ASGI's path includes the root path: under a route prefix other than "/" Serve
+        # sets it to the prefix, and the routes are relative to it.
+        self.path: str = scope["path"][len(scope.get("root_path", "")) :] or "/"
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))

@@ -34,7 +34,10 @@ class RolloutSteps:
         if candidate is None or champion is None or rollout is not None:
             return
         key = (name, candidate)
-        if candidate == champion.version or key in self._rejected or key in self._broken:
+        if candidate == champion.version:
+            await self._clear_challenger_of_champion(name, candidate, tags)
+            return
+        if key in self._rejected or key in self._broken:
             return
         persisted = _rollout_from_tag(tags.get(ROLLOUT_TAG))
         resumable = persisted and (persisted.candidate, persisted.champion) == (
@@ -111,9 +114,11 @@ class RolloutSteps:
             await self._roll_back(name, decision.reason, decision.kind)
 
     async def _save_rollout(self, rollout: Rollout) -> None:
+        """Persist first: a step the registry did not take (MLflow away) is not taken, so
+        the rollout holds where it was and the step is tried again at the next poll."""
+        await self._io(self._registry.set_model_tag, rollout.model, ROLLOUT_TAG, rollout.to_json())
         self._rollouts[rollout.model] = rollout
         self._windows[rollout.model] = {}
-        await self._io(self._registry.set_model_tag, rollout.model, ROLLOUT_TAG, rollout.to_json())
 
     async def _promote(self, name: str) -> None:
         rollout = self._rollouts[name]
@@ -125,6 +130,24 @@ class RolloutSteps:
         await self._io(self._registry.delete_alias, name, CHALLENGER)
         self._aliases[name] = {CHAMPION: rollout.candidate}
         self._set_champion(artifact)
+
+    async def _clear_challenger_of_champion(
+        self, name: str, version: int, tags: dict[str, str]
+    ) -> None:
+        """`challenger` names the champion: nothing is left to roll out. Most often a
+        promotion cut short between its two registry writes (the actor was killed after
+        it moved `champion`, before it removed `challenger`): finish it, and say so."""
+        persisted = _rollout_from_tag(tags.get(ROLLOUT_TAG))
+        await self._io(self._registry.delete_alias, name, CHALLENGER)
+        await self._io(self._registry.delete_model_tag, name, ROLLOUT_TAG)
+        self._aliases.get(name, {}).pop(CHALLENGER, None)
+        if persisted is not None and persisted.candidate == version:
+            detail = f"v{version} is champion (a promotion cut short, finished after a restart)"
+            self._record(name, "promoted", detail, version)
+        else:
+            self._record(
+                name, "rollout_cancelled", "the challenger alias named the champion", version
+            )
 
     async def _roll_back(self, name: str, reason: str, kind: str) -> None:
         rollout = self._rollouts[name]
