@@ -259,7 +259,7 @@ class LabelStore:
     def prune(self, now: float | None = None) -> int:
         """Forget predictions (and labels) older than the retention; returns rows removed."""
         cutoff = (now or time.time()) - self.retention_s
-        with self._engine.begin() as db:
+        with _reachable(), self._engine.begin() as db:
             removed = db.execute(sa.delete(predictions).where(predictions.c.time < cutoff))
             db.execute(sa.delete(labels).where(labels.c.received_at < cutoff))
         return removed.rowcount or 0
