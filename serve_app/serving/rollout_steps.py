@@ -31,15 +31,15 @@ class RolloutSteps:
             )
             rollout = None
         champion = self._champions.get(name)
+        persisted = _rollout_from_tag(tags.get(ROLLOUT_TAG))
+        if rollout is None and champion and persisted and persisted.candidate == champion.version:
+            await self._finish_promotion(name, champion.version, candidate)
+            return
         if candidate is None or champion is None or rollout is not None:
             return
         key = (name, candidate)
-        if candidate == champion.version:
-            await self._clear_challenger_of_champion(name, candidate, tags)
+        if candidate == champion.version or key in self._rejected or key in self._broken:
             return
-        if key in self._rejected or key in self._broken:
-            return
-        persisted = _rollout_from_tag(tags.get(ROLLOUT_TAG))
         resumable = persisted and (persisted.candidate, persisted.champion) == (
             candidate,
             champion.version,
@@ -131,23 +131,16 @@ class RolloutSteps:
         self._aliases[name] = {CHAMPION: rollout.candidate}
         self._set_champion(artifact)
 
-    async def _clear_challenger_of_champion(
-        self, name: str, version: int, tags: dict[str, str]
-    ) -> None:
-        """`challenger` names the champion: nothing is left to roll out. Most often a
-        promotion cut short between its two registry writes (the actor was killed after
-        it moved `champion`, before it removed `challenger`): finish it, and say so."""
-        persisted = _rollout_from_tag(tags.get(ROLLOUT_TAG))
-        await self._io(self._registry.delete_alias, name, CHALLENGER)
+    async def _finish_promotion(self, name: str, version: int, challenger: int | None) -> None:
+        """The persisted rollout names the champion as its candidate: a promotion was cut
+        short after it moved `champion` (the actor killed before it removed `challenger`
+        or recorded the promotion). Finish it, and say so in the history."""
+        if challenger == version:
+            await self._io(self._registry.delete_alias, name, CHALLENGER)
+            self._aliases.get(name, {}).pop(CHALLENGER, None)
         await self._io(self._registry.delete_model_tag, name, ROLLOUT_TAG)
-        self._aliases.get(name, {}).pop(CHALLENGER, None)
-        if persisted is not None and persisted.candidate == version:
-            detail = f"v{version} is champion (a promotion cut short, finished after a restart)"
-            self._record(name, "promoted", detail, version)
-        else:
-            self._record(
-                name, "rollout_cancelled", "the challenger alias named the champion", version
-            )
+        detail = f"v{version} is champion (a promotion cut short, finished after a restart)"
+        self._record(name, "promoted", detail, version)
 
     async def _roll_back(self, name: str, reason: str, kind: str) -> None:
         rollout = self._rollouts[name]

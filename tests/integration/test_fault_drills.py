@@ -120,6 +120,11 @@ def event(drill: Drill, name: str, kind: str, version: int) -> dict | None:
     return next(found, None)
 
 
+def state(drill: Drill, name: str) -> tuple:
+    """What the registry and the control actor hold for `name`, for a failure message."""
+    return drill.registry.sweep()[name], status(drill)["models"][name]
+
+
 def replica_actors(deployment: str) -> list[str]:
     """The names of this app's live replica actors of `deployment`."""
     prefix = f"SERVE_REPLICA::{APP}#{deployment}#"
@@ -160,12 +165,15 @@ def test_mlflow_stopped_mid_canary_holds_the_step_and_resumes(drill):
         seen_while_away = traffic.versions(since=time.monotonic() - STEP_DWELL_S)
         drill.mlflow.start()
         restarted = time.time()
-        wait_until(
-            lambda: drill.registry.sweep()[name].aliases.get("champion") == candidate,
-            timeout=90,
-            interval=0.5,
-            what="the rollout to resume and promote",
-        )
+        try:
+            wait_until(
+                lambda: event(drill, name, "promoted", candidate),
+                timeout=90,
+                interval=0.5,
+                what="the rollout to resume and promote",
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}: {history(drill, name)}\n{state(drill, name)}") from None
         tables_adopted(drill.url)
         time.sleep(0.5)
     assert not traffic.failures, traffic.failures[:3]
@@ -196,13 +204,21 @@ def test_control_actor_killed_during_a_promotion(drill):
         assert aliases == {"champion": candidate, "challenger": candidate}, aliases
         (controller,) = replica_actors("Controller")
         kill(controller)
-        drill.proxy.clear()  # the held call is answered 503: its caller is gone
-        finished = wait_until(
-            lambda: event(drill, name, "promoted", candidate),
-            timeout=90,
-            interval=0.5,
-            what="the next control actor to finish the promotion",
+        wait_until(
+            lambda: controller not in replica_actors("Controller"),
+            timeout=30,
+            what="the killed control actor to be gone",
         )
+        drill.proxy.clear()  # only now: a retry of the held call has nobody left to send it
+        try:
+            finished = wait_until(
+                lambda: event(drill, name, "promoted", candidate),
+                timeout=90,
+                interval=0.5,
+                what="the next control actor to finish the promotion",
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}: {history(drill, name)}\n{state(drill, name)}") from None
         tables_adopted(drill.url, timeout=30)
         wait_until(
             lambda: traffic.versions(since=time.monotonic() - 0.5) == {str(candidate)},

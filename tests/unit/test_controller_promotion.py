@@ -12,6 +12,7 @@ import pytest
 from serve_app.core.rollout import Rollout
 from serve_app.history import EventLog
 from serve_app.registry.mlflow_registry import RegistryError
+from serve_app.runtime.onnx import ModelArtifact
 from serve_app.serving.controller import Controller
 from serve_app.serving.rollout_steps import ROLLOUT_TAG
 from serve_app.settings import AppSettings
@@ -95,13 +96,18 @@ def test_a_promotion_cut_short_is_finished_by_the_next_actor(tmp_path: Path):
     removes the alias and the rollout tag, and the history says the promotion ended."""
     store = UnreadableStore()
     controller = _controller(tmp_path, store)
-    policy = controller._settings.rollout
-    tag = Rollout.start("fraud-x", 3, 2, policy, 0.0).to_json()
-    asyncio.run(controller._clear_challenger_of_champion("fraud-x", 3, {ROLLOUT_TAG: tag}))
+    controller._champions["fraud-x"] = ModelArtifact("fraud-x", 3, b"", ("a",), 0.5)
+    tag = Rollout.start("fraud-x", 3, 2, controller._settings.rollout, 0.0).to_json()
+    asyncio.run(controller._follow_challenger("fraud-x", 3, {ROLLOUT_TAG: tag}))
     assert ("delete_alias", "fraud-x", "challenger") in store.writes
     assert ("delete_model_tag", "fraud-x", ROLLOUT_TAG) in store.writes
     (event,) = controller._history.read("fraud-x")
     assert (event.kind, event.version) == ("promoted", 3) and "cut short" in event.detail
+    # killed after it removed `challenger` too: the tag alone tells, the history says so
+    store.writes.clear()
+    asyncio.run(controller._follow_challenger("fraud-x", None, {ROLLOUT_TAG: tag}))
+    assert store.writes == [("delete_model_tag", "fraud-x", ROLLOUT_TAG)]
+    assert [e.kind for e in controller._history.read("fraud-x")] == ["promoted", "promoted"]
 
 
 def test_a_version_that_failed_its_check_is_checked_again_after_the_retry_delay(tmp_path):
