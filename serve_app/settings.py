@@ -143,6 +143,12 @@ class RegistrySettings(_Strict):
         "pinned model serves that version over its aliases (core/pins.py); re-read on every "
         "poll when it changes. None: the aliases alone decide.",
     )
+    broken_retry_s: float = Field(
+        60.0,
+        gt=0,
+        description="How long a champion that failed its load check waits before it is "
+        "checked again: an artifact repaired in place serves without another alias move.",
+    )
 
 
 class LimitSettings(_Strict):

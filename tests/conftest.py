@@ -23,6 +23,7 @@ SHIPPED_CONFIG = Path(__file__).parents[1] / "configs/serve_config.yaml"
 TEST_HTTP_PORT = 8123  # outside Ray's worker port range (10002-19999)
 METRICS_EXPORT_PORT = 8129  # Ray's Prometheus endpoint for this session's node
 POLL_INTERVAL_S = 0.5
+BROKEN_RETRY_S = 2.0  # a champion that failed its load check is checked again this often
 CACHED_MODEL = "fraud-crypto-eu"  # the one model with a prediction cache in the session
 CACHE_TTL_S = 2.0
 PINS_FILE = "pins.yaml"  # in the session's home: tests/integration/test_pins.py writes it
@@ -111,7 +112,11 @@ def service_args(home: Path) -> dict:
     shipped = AppSettings.from_serve_config(yaml.safe_load(SHIPPED_CONFIG.read_text()))
     return {
         "home": str(home),
-        "registry": {"poll_interval_s": POLL_INTERVAL_S, "pins_file": str(home / PINS_FILE)},
+        "registry": {
+            "poll_interval_s": POLL_INTERVAL_S,
+            "pins_file": str(home / PINS_FILE),
+            "broken_retry_s": BROKEN_RETRY_S,
+        },
         "cache": {"models": [CACHED_MODEL], "ttl_s": CACHE_TTL_S},
         # the shipped model pools: their own runtime_env, built by Ray on first use
         "pools": [pool.model_dump(mode="json") for pool in shipped.pools],

@@ -58,6 +58,18 @@ class Postgres:
     def url(self, database: str, scheme: str = "postgresql") -> str:
         return f"{scheme}://postgres@127.0.0.1:{self.port}/{database}"
 
+    def _pg_ctl(self, *args: str) -> tuple[str, ...]:
+        return (*self.as_postgres, self.tools["pg_ctl"], "-D", f"{self.folder}/db", *args)
+
+    def start(self) -> None:
+        """Start the server (again: same port, same data) and wait until it takes connections."""
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+        _run(*self._pg_ctl("-o", options, "-l", f"{self.folder}/log", "-w", "start"))
+
+    def stop(self) -> None:
+        """A fast shutdown: open sessions are ended, as when the database host goes away."""
+        _run(*self._pg_ctl("-m", "fast", "-w", "stop"))
+
 
 @contextmanager
 def postgres_cluster(port: int) -> Iterator[Postgres]:
@@ -67,15 +79,13 @@ def postgres_cluster(port: int) -> Iterator[Postgres]:
     folder = Path(tempfile.mkdtemp(prefix="serve-app-pg-"))
     folder.chmod(0o755)
     shutil.chown(folder, "postgres")
-    db = f"{folder}/db"
+    cluster = Postgres(port, folder, tools, as_postgres)
     try:
-        _run(*as_postgres, tools["initdb"], "-D", db, "-U", "postgres", "-A", "trust")
-        pg_ctl = (*as_postgres, tools["pg_ctl"], "-D", db)
-        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
-        _run(*pg_ctl, "-o", options, "-l", f"{folder}/log", "-w", "start")
+        _run(*as_postgres, tools["initdb"], "-D", f"{folder}/db", "-U", "postgres", "-A", "trust")
+        cluster.start()
         try:
-            yield Postgres(port, folder, tools, as_postgres)
-        finally:
-            _run(*pg_ctl, "-m", "fast", "stop")
+            yield cluster
+        finally:  # a test may have stopped it already
+            subprocess.run(cluster._pg_ctl("-m", "fast", "stop"), capture_output=True, timeout=120)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

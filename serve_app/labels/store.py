@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,23 @@ from serve_app.predictions.records import SECONDS_PER_DAY, LoggedBatch
 from serve_app.predictions.sinks import Tally
 
 LOOKUP_CHUNK = 500  # request ids per IN (...) query
+
+
+class StoreUnavailable(Exception):
+    """The label database cannot be reached or written (stopped, locked, disk full):
+    nothing was stored, and the caller may send the same labels again later."""
+
+
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """The driver's connection and operational errors as `StoreUnavailable`, naming the
+    kind of error only: the driver's text can carry the database's address."""
+    try:
+        yield
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+        kind = type(getattr(error, "orig", None) or error).__name__
+        raise StoreUnavailable(f"the label store is unavailable ({kind})") from error
+
 
 _metadata = sa.MetaData()
 predictions = sa.Table(
@@ -130,7 +148,8 @@ class LabelStore:
         the Kafka topic all come in here."""
         parsed = [read_item(index, item, now) for index, item in enumerate(items)]
         valid = [(index, p) for index, p in enumerate(parsed) if isinstance(p, Label)]
-        statuses = self.record_labels(model, [label for _, label in valid]) if valid else []
+        with _reachable():
+            statuses = self.record_labels(model, [label for _, label in valid]) if valid else []
         outcomes = [p for p in parsed if isinstance(p, Outcome)]
         outcomes += [
             Outcome(index, status, label.request_id)
@@ -205,7 +224,7 @@ class LabelStore:
         counts: dict[int, list[CohortCounts]] = defaultdict(list)
         joined: dict[int, list[tuple]] = defaultdict(list)
         alerts = sa.func.sum(sa.case((p.c.decision, 1), else_=0))
-        with self._engine.connect() as db:
+        with _reachable(), self._engine.connect() as db:
             for version, day, rows, flagged in db.execute(
                 sa.select(p.c.version, p.c.day, sa.func.count(), alerts)
                 .where(p.c.model == model, p.c.day >= first_day, p.c.time >= since)
@@ -240,7 +259,7 @@ class LabelStore:
     def prune(self, now: float | None = None) -> int:
         """Forget predictions (and labels) older than the retention; returns rows removed."""
         cutoff = (now or time.time()) - self.retention_s
-        with self._engine.begin() as db:
+        with _reachable(), self._engine.begin() as db:
             removed = db.execute(sa.delete(predictions).where(predictions.c.time < cutoff))
             db.execute(sa.delete(labels).where(labels.c.received_at < cutoff))
         return removed.rowcount or 0

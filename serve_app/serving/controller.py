@@ -10,7 +10,7 @@ reconfigures and deletes with the application), and the only MLflow client on th
 serving side. Each poll it:
 1. loads and checks every new `champion`, or pinned version (download, open, score the
    input example); a version that fails stays out with its reason recorded, the previous
-   one serves;
+   one serves, and it is checked again every `registry.broken_retry_s`;
 2. gates every new `challenger` on the evaluation set, then walks it through the
    rollout policy's steps, rolling back on a guard breach or promoting at the end;
 3. publishes the resulting table; replicas long-poll `sync` for it.
@@ -89,6 +89,7 @@ class Controller(
         self._placement_errors: dict[str, str] = {}
         self._artifacts: dict[tuple[str, int], ModelArtifact] = {}
         self._broken: dict[tuple[str, int], str] = {}
+        self._broken_at: dict[tuple[str, int], float] = {}  # when its check last failed
         self._rejected: dict[tuple[str, int], str] = {}
         self._fetch_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._history: EventLog | None = None
@@ -164,7 +165,7 @@ class Controller(
         self._policies = {name: self._policy(info.tags) for name, info in models.items()}
         self._pools = {name: self._pool_of(name, info.tags) for name, info in models.items()}
         champions = await self._pinned_champions(models)  # pins outrank `champion`
-        todo = plan(self._table, champions, set(models), set(self._broken))
+        todo = plan(self._table, champions, set(models), self._still_broken())
         for name in todo.to_drop:
             self._forget(name)
         await self._adopt_champions(todo.to_load)
@@ -205,6 +206,12 @@ class Controller(
             logger.debug("rollout work for %s failed", name, exc_info=True)
         else:
             self._control_errors.pop(name, None)
+
+    def _still_broken(self) -> set[tuple[str, int]]:
+        """Versions that failed their check within `broken_retry_s`: the others are checked
+        again (a store that was unreadable, an artifact restored in place)."""
+        due = time.time() - self._settings.registry.broken_retry_s
+        return {key for key, at in self._broken_at.items() if at > due}
 
     def _pool_of(self, name: str, tags: dict[str, str]) -> str | None:
         """The model's pool; a tag naming an undeclared pool leaves it in the fast lane."""
@@ -272,15 +279,19 @@ class Controller(
             return None
         except (ModelLoadError, RegistryError) as error:
             reason = f"{type(error).__name__}: {error}"
-            self._broken[key] = reason
+            again = self._broken.get(key) == reason  # a retry that failed the same way
+            self._broken[key], self._broken_at[key] = reason, time.time()
             self._metrics.load_failures.inc(tags={"model": name})
-            self._record(name, "load_failed", reason, version)
+            if not again:
+                self._record(name, "load_failed", reason, version)
             return None
         except Exception as error:  # the registry or its store is unreachable: retry later
             self._record(name, "load_retry", f"{type(error).__name__}: {error}", version)
             return None
         self._artifacts[key] = fetched.artifact
         self._eval_figures[key] = fetched.eval_figures
+        self._broken.pop(key, None)
+        self._broken_at.pop(key, None)
         return fetched.artifact
 
     def _record(

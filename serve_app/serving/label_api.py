@@ -14,10 +14,10 @@ from collections import Counter
 from serve_app.core.access import Principal
 from serve_app.labels.feedback import OUTCOMES, read_batch
 from serve_app.labels.report import model_quality
-from serve_app.labels.store import LabelStore
+from serve_app.labels.store import LabelStore, StoreUnavailable
 from serve_app.predictions.records import SECONDS_PER_DAY
 from serve_app.protocol import v2
-from serve_app.protocol.errors import NotFound
+from serve_app.protocol.errors import NotFound, NotReady
 from serve_app.serving import http
 from serve_app.serving.admin import json_response
 from serve_app.serving.asgi import HttpRequest, Reply
@@ -43,7 +43,10 @@ class LabelEndpoints:
         settings = self._state.settings
         payload = v2.parse_json(await request.body(settings.limits.max_body_bytes))
         items = read_batch(payload, settings.labels.max_batch)
-        outcomes = await asyncio.to_thread(self._store.record_raw, name, items, time.time())
+        try:
+            outcomes = await asyncio.to_thread(self._store.record_raw, name, items, time.time())
+        except StoreUnavailable as error:  # nothing stored: the client sends them again
+            raise NotReady(f"{error}: no label of this batch was stored, send it again") from None
         counts = Counter(outcome.status for outcome in outcomes)
         for status, count in counts.items():
             self._state.metrics.labels_received.inc(count, {"model": name, "status": status})
@@ -67,7 +70,10 @@ class LabelEndpoints:
             since = now - self._state.settings.quality.window_days * SECONDS_PER_DAY
         route = self._state.table.get(name)
         roles = route.roles() if route is not None else {}
-        versions = await asyncio.to_thread(model_quality, self._store, name, since, roles)
+        try:
+            versions = await asyncio.to_thread(model_quality, self._store, name, since, roles)
+        except StoreUnavailable as error:
+            raise NotReady(str(error)) from None
         if route is None and not versions:
             raise NotFound(f"model '{name}' is not served and has no logged predictions")
         return json_response(

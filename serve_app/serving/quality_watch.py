@@ -9,11 +9,13 @@ every registry poll; the guard uses the latest figures.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 
 from serve_app.core.quality import Quality, below_evaluation
 from serve_app.labels.report import model_quality, rollout_quality
+from serve_app.labels.store import StoreUnavailable
 from serve_app.metrics import UNKNOWN_MODEL
 from serve_app.predictions.records import SECONDS_PER_DAY
 from serve_app.serving.retrain_watch import QUALITY, Wanted
@@ -21,6 +23,8 @@ from serve_app.serving.retrain_watch import QUALITY, Wanted
 PRUNE_EVERY_S = 3_600.0
 GAUGE_ROLES = ("champion", "challenger")
 SHADOW_GAUGE = {"shadow": "challenger"}
+
+logger = logging.getLogger("ray.serve")
 
 
 class QualityWatch:
@@ -35,13 +39,16 @@ class QualityWatch:
             for name, r in self._rollouts.items()
         }
         roles = {name: route.roles() for name, route in self._table.routes.items()}
-        self._live_quality, self._rollout_quality = await self._io(
-            self._measure, window, roles, rollouts
-        )
-        self._quality_triggers()
-        if now >= self._prune_due:
-            self._prune_due = now + PRUNE_EVERY_S
-            await self._io(self._store.prune)
+        try:  # the label store away: the last figures stand, the registry work goes on
+            self._live_quality, self._rollout_quality = await self._io(
+                self._measure, window, roles, rollouts
+            )
+            self._quality_triggers()
+            if now >= self._prune_due:
+                await self._io(self._store.prune)
+                self._prune_due = now + PRUNE_EVERY_S
+        except StoreUnavailable as error:
+            logger.warning("live quality not measured: %s", error)
 
     def _quality_triggers(self) -> None:
         """A champion whose live quality fell below its evaluation's wants a retrain (the

@@ -49,12 +49,15 @@ class RolloutSteps:
             )
             rollout = None
         champion = self._champions.get(name)
+        persisted = _rollout_from_tag(tags.get(ROLLOUT_TAG))
+        if rollout is None and champion and persisted and persisted.candidate == champion.version:
+            await self._finish_promotion(name, champion.version, candidate)
+            return
         if candidate is None or champion is None or rollout is not None:
             return
         key = (name, candidate)
         if candidate == champion.version or key in self._rejected or key in self._broken:
             return
-        persisted = _rollout_from_tag(tags.get(ROLLOUT_TAG))
         resumable = persisted and (persisted.candidate, persisted.champion) == (
             candidate,
             champion.version,
@@ -129,9 +132,11 @@ class RolloutSteps:
             await self._roll_back(name, decision.reason, decision.kind)
 
     async def _save_rollout(self, rollout: Rollout) -> None:
+        """Persist first: a step the registry did not take (MLflow away) is not taken, so
+        the rollout holds where it was and the step is tried again at the next poll."""
+        await self._io(self._registry.set_model_tag, rollout.model, ROLLOUT_TAG, rollout.to_json())
         self._rollouts[rollout.model] = rollout
         self._windows[rollout.model] = {}
-        await self._io(self._registry.set_model_tag, rollout.model, ROLLOUT_TAG, rollout.to_json())
 
     async def _promote(self, name: str) -> None:
         rollout = self._rollouts[name]
@@ -143,6 +148,17 @@ class RolloutSteps:
         await self._io(self._registry.delete_alias, name, CHALLENGER)
         self._aliases[name] = {CHAMPION: rollout.candidate}
         self._set_champion(artifact)
+
+    async def _finish_promotion(self, name: str, version: int, challenger: int | None) -> None:
+        """The persisted rollout names the champion as its candidate: a promotion was cut
+        short after it moved `champion` (the actor killed before it removed `challenger`
+        or recorded the promotion). Finish it, and say so in the history."""
+        if challenger == version:
+            await self._io(self._registry.delete_alias, name, CHALLENGER)
+            self._aliases.get(name, {}).pop(CHALLENGER, None)
+        await self._io(self._registry.delete_model_tag, name, ROLLOUT_TAG)
+        detail = f"v{version} is champion (a promotion cut short, finished after a restart)"
+        self._record(name, "promoted", detail, version)
 
     async def _roll_back(
         self, name: str, reason: str, kind: str, principal: str | None = None

@@ -4,7 +4,6 @@ the server binaries it skips, or fails under `CI=true` (`tests/needs.py`)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -13,9 +12,9 @@ import pytest
 import yaml
 
 from serve_app.registry.seed import FEATURES
-from tests.conftest import wait_until
-from tests.e2e.up import BIN, CLI, ROOT, serve_app_up, user_env
+from tests.e2e.up import CLI, ROOT, serve_app_up, user_env
 from tests.integration.helpers import ROW, call, v2_payload
+from tests.mlflow_server import mlflow_server
 from tests.postgres import postgres_cluster
 
 MLFLOW_PORT = 8177
@@ -32,50 +31,15 @@ def backend_store() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(backend_store, tmp_path_factory):
+def tracking_server(backend_store, tmp_path_factory):
     artifacts = tmp_path_factory.mktemp("server-artifacts")
     log = artifacts.parent / "mlflow-server.log"
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    process = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            backend_store,
-            "--serve-artifacts",
-            "--artifacts-destination",
-            str(artifacts),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(MLFLOW_PORT),
-            "--workers",
-            "1",
-        ],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{MLFLOW_PORT}"
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                return answer.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_until(lambda: healthy() or process.poll() is not None, 120, 1, "mlflow server")
-        assert healthy(), f"mlflow server did not start:\n{log.read_text()[-3000:]}"
-        yield url, artifacts
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with mlflow_server(MLFLOW_PORT, backend_store, artifacts, log, serve_artifacts=True) as server:
+        yield server.url, artifacts
 
 
-def test_seed_and_serve_from_a_tracking_server(mlflow_server, tmp_path):
-    url, server_artifacts = mlflow_server
+def test_seed_and_serve_from_a_tracking_server(tracking_server, tmp_path):
+    url, server_artifacts = tracking_server
     env = user_env(MLFLOW_TRACKING_URI=url)
     seeded = subprocess.run(
         [*CLI, "seed", "--count", "3"],

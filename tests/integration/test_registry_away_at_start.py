@@ -5,8 +5,6 @@ a real `mlflow server` comes up on the address it was given."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ from ray._private.state import actors  # the debugging API: no dashboard needed
 from serve_app.proxy_env import free_port
 from serve_app.serving.app import build_app
 from tests.conftest import wait_until
+from tests.mlflow_server import MlflowServer
 
 APP = "registry-away"
 HELD_BACK_S = 70.0
@@ -68,19 +67,13 @@ def test_the_app_waits_for_the_registry_and_serves_once_it_answers(service, tmp_
         assert deploy.is_alive(), f"serve.run returned before a table:\n{router_logs()}"
         assert app_status() == "DEPLOYING"
 
-        server = ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-        stores = ["--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
-        stores += ["--default-artifact-root", str(tmp_path / "artifacts")]
-        mlflow = subprocess.Popen(
-            [sys.executable, "-m", *server, *stores],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        stores = (f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+        mlflow = MlflowServer(port, *stores, tmp_path / "mlflow.log")
+        mlflow.start()
         deploy.join(timeout=120)
         assert not deploy.is_alive(), "the app never went RUNNING once MLflow answered"
         assert app_status() == "RUNNING"
     finally:
         serve.delete(APP)
         if mlflow is not None:
-            mlflow.terminate()
-            mlflow.wait(timeout=30)
+            mlflow.stop()

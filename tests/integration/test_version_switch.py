@@ -8,8 +8,8 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from serve_app.registry.seed import DEMO_MODELS, seed_model
-from tests.conftest import wait_until
-from tests.integration.helpers import Traffic, call, v2_payload
+from tests.conftest import BROKEN_RETRY_S, wait_until
+from tests.integration.helpers import Traffic, call, exported, v2_payload
 
 SWITCH_BUDGET_S = 15.0
 
@@ -50,26 +50,57 @@ def _artifact_dir(name: str, version: int, tracking_uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
-def test_corrupt_artifact_never_takes_traffic(service):
+def test_corrupt_artifact_never_takes_traffic_and_serves_once_repaired(service):
+    """Fault drill 2: the new champion's artifact is unreadable when it downloads (its ONNX
+    file corrupted in the file artifact store). Under load, the previous version keeps
+    answering with no failed request; the failure is recorded (status, history, metric);
+    the version is checked again every `registry.broken_retry_s`, and once the file is
+    repaired in place it serves, with no other alias move."""
     name = DEMO_MODELS[11]
     good = service.registry.sweep()[name].aliases["champion"]
     bad = seed_model(service.registry, name, alias=None, salt="corrupt")
     onnx_file = _artifact_dir(name, bad, service.registry.tracking_uri) / "model.onnx"
-    onnx_file.write_bytes(b"\x08\x07garbage, not a graph" * 10)
-    service.registry.set_alias(name, "champion", bad)
+    intact = onnx_file.read_bytes()
+    failures_before = exported("ray_serve_app_model_load_failures_total", model=name)
 
     def recorded_failure():
         model = call(f"{service.url}/admin/models")[1]["models"][name]
         return model if str(bad) in model["failed_versions"] else None
 
-    model = wait_until(recorded_failure, timeout=10, what="the load failure to be recorded")
-    assert "cannot load" in model["failed_versions"][str(bad)]
-    assert model["serving"]["champion"] == good
-    for _ in range(20):
-        status, answer, headers = call(f"{service.url}/v2/models/{name}/infer", v2_payload())
-        assert status == 200 and headers["x-model-version"] == str(good)
-    status, answer, _ = call(f"{service.url}/v2/models/{name}/versions/{bad}/infer", v2_payload())
-    assert status == 409 and "failed its load check" in answer["error"]
-    events = call(f"{service.url}/admin/models/{name}/history")[1]["events"]
-    assert any(e["kind"] == "load_failed" and e["version"] == bad for e in events)
-    service.registry.set_alias(name, "champion", good)
+    with Traffic(service.url, name) as traffic:
+        onnx_file.write_bytes(b"\x08\x07garbage, not a graph" * 10)
+        service.registry.set_alias(name, "champion", bad)
+        model = wait_until(recorded_failure, timeout=10, what="the load failure to be recorded")
+        assert "cannot load" in model["failed_versions"][str(bad)]
+        assert model["serving"]["champion"] == good
+        url = f"{service.url}/v2/models/{name}/versions/{bad}/infer"
+        status, answer, _ = call(url, v2_payload())
+        assert status == 409 and "failed its load check" in answer["error"]
+        time.sleep(2 * BROKEN_RETRY_S)  # checked again meanwhile, failing the same way
+        assert call(f"{service.url}/admin/models")[1]["models"][name]["serving"]["champion"] == good
+        assert traffic.versions() == {str(good)}
+        onnx_file.write_bytes(intact)
+        repaired_at = time.monotonic()
+        wait_until(
+            lambda: traffic.versions(since=time.monotonic() - 0.3) == {str(bad)},
+            timeout=BROKEN_RETRY_S + SWITCH_BUDGET_S,
+            interval=0.2,
+            what="the repaired version to take the traffic",
+        )
+        print(f"repaired v{bad} answering {time.monotonic() - repaired_at:.1f} s after repair")
+    assert not traffic.failures, traffic.failures[:3]
+    kinds = [
+        e["kind"]
+        for e in call(f"{service.url}/admin/models/{name}/history")[1]["events"]
+        if e["version"] == bad
+    ]
+    assert kinds == ["load_failed", "champion_serving"], kinds  # one failure, recorded once
+    assert call(f"{service.url}/admin/models")[1]["models"][name]["failed_versions"] == {}
+    wait_until(
+        lambda: (
+            exported("ray_serve_app_model_load_failures_total", model=name) >= failures_before + 2
+        ),
+        timeout=30,
+        interval=1,
+        what="the load-failure counter to count the check and its retries",
+    )

@@ -8,7 +8,7 @@ import pytest
 from serve_app.labels import feedback
 from serve_app.labels.feedback import Label, parse_time, read_batch, read_item
 from serve_app.labels.report import model_quality, rollout_quality
-from serve_app.labels.store import LabelStore, StoreSink
+from serve_app.labels.store import LabelStore, StoreSink, StoreUnavailable
 from serve_app.predictions.records import SECONDS_PER_DAY, LoggedBatch
 from serve_app.predictions.sinks import Tally
 from serve_app.protocol.errors import BadRequest, PayloadTooLarge
@@ -55,6 +55,17 @@ def test_each_label_row_gets_its_own_outcome(store):
     # a later batch sees what the first one stored; labels are per model
     assert store.record_labels("m", [Label("one", 0, DAY0)]) == [feedback.CONFLICT]
     assert store.record_labels("other", [Label("one", 1, DAY0)]) == [feedback.UNKNOWN_ID]
+
+
+def test_a_store_that_cannot_be_written_says_so_and_stores_nothing(store, tmp_path):
+    """Its callers answer 503 on `StoreUnavailable` (the feedback endpoint), not 500."""
+    store.add_predictions([logged("one", [0.9])])
+    read_only = LabelStore(f"sqlite:///file:{tmp_path / 'labels.db'}?mode=ro&uri=true", 180)
+    with pytest.raises(StoreUnavailable, match="the label store is unavailable") as raised:
+        read_only.record_raw("m", [{"request_id": "one", "label": 1}], DAY0)
+    assert str(tmp_path) not in str(raised.value), "the database's address stays out"
+    assert store.labels_of("m") == [], "nothing was stored"
+    assert store.record_raw("m", [{"request_id": "one", "label": 1}], DAY0)[0].status == "accepted"
 
 
 def test_a_retried_request_is_logged_once(store):
