@@ -13,6 +13,8 @@ from __future__ import annotations
 import timeit
 
 from serve_app.core import deadlines
+from serve_app.core.access import SCORE, Access, parse_principals
+from serve_app.serving import auth
 
 ROUTER_CPU_US = 1_030.0  # serve-app fast lane, CPU per request (benchmarks/results/latest.md)
 MODEL = "fraud-card-eu"
@@ -30,10 +32,40 @@ def deadline_without_header() -> None:
     deadlines.Deadline(0.0, deadlines.budget_ms("x-request-timeout-ms", None, None, default))
 
 
+TEAMS = 20  # principals in the tokens file, each with its own token and two scopes
+ACCESS = Access(
+    parse_principals(
+        {
+            "principals": [
+                {"name": f"team-{i}", "token": f"token-of-team-{i:04d}-padding",
+                 "scopes": [f"score:fraud-t{i}-*", f"admin:fraud-t{i}-*"]}
+                for i in range(TEAMS - 1)
+            ]
+            + [{"name": "card-team", "token": "token-of-the-card-team",
+                "scopes": ["score:fraud-card-*"]}]
+        }
+    )
+)  # fmt: skip
+BEARER = "Bearer token-of-the-card-team"
+
+
+OPEN = Access()  # no tokens file
+
+
+def scope_open() -> None:
+    auth.authorize(OPEN, SCORE, MODEL, None, False)
+
+
+def scope_checked() -> None:
+    auth.authorize(ACCESS, SCORE, MODEL, BEARER, False)
+
+
 def cases() -> dict[str, object]:
     return {
         "deadline: header + per-model default": deadline_with_header,
         "deadline: none set (the default)": deadline_without_header,
+        "scope: no tokens file (scoring open)": scope_open,
+        f"scope: {TEAMS} principals, token checked": scope_checked,
     }
 
 
