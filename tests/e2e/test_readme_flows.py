@@ -44,7 +44,7 @@ def test_serve_app_up_seeds_serves_and_stops_on_ctrl_c(project_dir):
         assert (project_dir / ".serve-app" / "mlflow.db").is_file()
         console = re.search(r"the operator console, in a browser: (\S+)\n", output)
         assert console and console.group(1) == f"http://127.0.0.1:{UP_PORT}/ui", output[-2000:]
-        assert _answers(console.group(1))  # the page itself: tests/e2e/test_console.py
+        assert _answers(console.group(1))  # the page itself: tests/integration/test_console.py
 
 
 def _answers(url: str) -> bool:
