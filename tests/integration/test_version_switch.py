@@ -23,7 +23,7 @@ def test_new_champion_served_within_budget_with_no_failed_request(service):
         moved_at = time.monotonic()
         service.registry.set_alias(name, "champion", new)
         first_new = wait_until(
-            lambda: next((t for t, _, v in traffic.results if v == str(new)), None),
+            lambda: next((r.at for r in traffic.results if r.version == str(new)), None),
             timeout=SWITCH_BUDGET_S + 5,
             interval=0.1,
             what="the new version to answer",
@@ -33,9 +33,9 @@ def test_new_champion_served_within_budget_with_no_failed_request(service):
     failed = traffic.failures
     assert not failed, f"{len(failed)} failed requests during the switch, e.g. {failed[:3]}"
     assert first_new - moved_at < SWITCH_BUDGET_S
-    last_old = max(t for t, _, v in results if v == str(old))
+    last_old = max(r.at for r in results if r.version == str(old))
     assert last_old < first_new + 5.0, "the old version kept answering after the switch"
-    tail = [v for t, _, v in results if t > last_old]
+    tail = [r.version for r in results if r.at > last_old]
     assert tail and set(tail) == {str(new)}
     print(
         f"switch: first answer from v{new} {first_new - moved_at:.2f} s after the alias moved; "
